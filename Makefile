@@ -1,0 +1,34 @@
+# make test : set up .venv (and missing Debian packages) and run the test suite
+# make demo : set up, then calibrate the simulated rig, capture, build and score a twin scene
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.zedd-installed
+DEMO_ROOT ?= demo
+SCENE  ?= kitchen01
+# torch 2.13.0 CPU: these machines take it from local disk; it satisfies the fossa extra's range
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup test demo clean-demo bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml tools/setup_system.sh
+	bash tools/setup_system.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[fossa,peers,test]"
+	$(PY) -c "import open3d, ouster.sdk, gphoto2, cv2, torch, zedd_capture"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	bash tools/demo.sh $(PY) $(DEMO_ROOT) $(SCENE)
+
+bench: $(STAMP)
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-demo:
+	rm -rf $(DEMO_ROOT)

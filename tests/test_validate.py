@@ -1,0 +1,152 @@
+"""`zedd validate`: one test per defect, each asserting the message that names the file."""
+
+import shutil
+
+import numpy as np
+import pytest
+from zedd_samples import make_zedd_root, submission_bytes, valid_submission_arrays
+
+from zedd_capture.validate import validate
+
+
+@pytest.fixture
+def root(tmp_path):
+    make_zedd_root(tmp_path / "zedd")
+    return tmp_path / "zedd"
+
+
+def only(problems):
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_valid_root_has_no_problems(root):
+    assert validate(root) == []
+
+
+def test_missing_metadata(root):
+    (root / "metadata.txt").unlink()
+    assert "metadata.txt: metadata.txt not found" in only(validate(root))
+
+
+def test_metadata_bad_line(root):
+    text = (root / "metadata.txt").read_text().replace("run_3\t3B39", "run_3\t3B3")
+    (root / "metadata.txt").write_text(text)
+    assert "metadata.txt:3: hexcode" in only(validate(root))
+
+
+def test_metadata_missing_run(root):
+    lines = (root / "metadata.txt").read_text().splitlines(keepends=True)
+    (root / "metadata.txt").write_text("".join(lines[:8]))
+    assert "expected runs run_1..run_9" in only(validate(root))
+
+
+def test_missing_image(root):
+    img = next((root / "val/kitchen01/focus_stack").glob("img_run_4_*_F5.6.jpg"))
+    img.unlink()
+    assert "missing image for run 4 at F5.6" in only(validate(root))
+
+
+def test_unparseable_image_name(root):
+    stack = root / "val/kitchen01/focus_stack"
+    shutil.copy(next(stack.glob("*.jpg")), stack / "img_run_1_motor_6d3e_aperture_F2.jpg")
+    assert "img_run_1_motor_6d3e_aperture_F2.jpg: not a focus-stack image name" in only(validate(root))
+
+
+def test_hexcode_does_not_match_metadata(root):
+    stack = root / "val/kitchen01/focus_stack"
+    (stack / "img_run_2_motor_4EA8_aperture_F2.8.jpg").rename(stack / "img_run_2_motor_4EA9_aperture_F2.8.jpg")
+    msg = only(validate(root))
+    assert "img_run_2_motor_4EA9_aperture_F2.8.jpg: hexcode 4EA9 does not match metadata.txt (4EA8 for run_2)" in msg
+
+
+def test_image_not_jpeg(root):
+    p = root / "val/kitchen01/focus_stack/img_run_1_motor_6D3E_aperture_F1.4.jpg"
+    p.write_bytes(b"PNG not really")
+    assert "img_run_1_motor_6D3E_aperture_F1.4.jpg: not a JPEG file" in only(validate(root))
+
+
+def test_depth_missing(root):
+    (root / "val/kitchen01/gt/depth.npy").unlink()
+    assert "gt/depth.npy: missing" in only(validate(root))
+
+
+def test_depth_not_2d(root):
+    np.save(root / "val/kitchen01/gt/depth.npy", np.ones((48, 64, 1), np.float32))
+    assert "expected a 2-D depth map, got shape (48, 64, 1)" in only(validate(root))
+
+
+def test_depth_wrong_dtype(root):
+    np.save(root / "val/kitchen01/gt/depth.npy", np.ones((48, 64), np.float64))
+    assert "expected float32 metres, got float64" in only(validate(root))
+
+
+def test_depth_corrupt(root):
+    (root / "val/kitchen01/gt/depth.npy").write_bytes(b"\x93NUMPY garbage")
+    assert "gt/depth.npy: not a readable .npy file" in only(validate(root))
+
+
+def test_K_not_3x3(root):
+    np.savetxt(root / "val/kitchen01/gt/K.txt", np.eye(4))
+    assert "K.txt: expected a 3x3 matrix, got shape (4, 4)" in only(validate(root))
+
+
+def test_K_does_not_fit_depth_size(root):
+    np.savetxt(root / "val/kitchen01/gt/K.txt", np.array([[50.0, 0, 500], [0, 50, 24], [0, 0, 1]]))
+    assert "principal point (500.0, 24.0) is outside the 64x48 depth map" in only(validate(root))
+
+
+def test_empty_root(tmp_path):
+    (tmp_path / "metadata.txt").write_text("")
+    problems = validate(tmp_path)
+    assert any("no <split>/<scene>/ folders" in p for p in problems)
+
+
+# --- submission zips ---------------------------------------------------------------------
+def write_zip(tmp_path, arrays):
+    p = tmp_path / "submission.zip"
+    p.write_bytes(submission_bytes(arrays))
+    return p
+
+
+def test_valid_submission(tmp_path):
+    assert validate(write_zip(tmp_path, valid_submission_arrays())) == []
+
+
+def test_submission_missing_file(tmp_path):
+    arrays = valid_submission_arrays()
+    del arrays["zedd_output_0050.npy"]
+    assert "missing zedd_output_0050.npy" in only(validate(write_zip(tmp_path, arrays)))
+
+
+def test_submission_extra_file(tmp_path):
+    arrays = valid_submission_arrays()
+    arrays["preds/zedd_output_0001.npy"] = arrays["zedd_output_0001.npy"]
+    assert "unexpected entry 'preds/zedd_output_0001.npy'" in only(validate(write_zip(tmp_path, arrays)))
+
+
+def test_submission_wrong_shape(tmp_path):
+    arrays = valid_submission_arrays()
+    arrays["zedd_output_0007.npy"] = np.ones((480, 640), np.float32)
+    assert "zedd_output_0007.npy: expected shape (1216, 1824), got (480, 640)" in only(validate(write_zip(tmp_path, arrays)))
+
+
+def test_submission_non_finite(tmp_path):
+    arrays = valid_submission_arrays()
+    bad = arrays["zedd_output_0003.npy"].copy()
+    bad[5, 5] = np.nan
+    bad[6, 6] = np.inf
+    arrays["zedd_output_0003.npy"] = bad
+    assert "zedd_output_0003.npy: contains 2 non-finite values" in only(validate(write_zip(tmp_path, arrays)))
+
+
+def test_submission_not_float(tmp_path):
+    arrays = valid_submission_arrays()
+    arrays["zedd_output_0010.npy"] = np.ones((1216, 1824), np.int32)
+    assert "zedd_output_0010.npy: expected a float array, got int32" in only(validate(write_zip(tmp_path, arrays)))
+
+
+def test_submission_not_a_zip(tmp_path):
+    p = tmp_path / "submission.zip"
+    p.write_bytes(b"not a zip")
+    assert "not a zip file" in only(validate(p))

@@ -1,0 +1,1 @@
+"""Calibration: focus LUT (hexcode -> metres), canonical intrinsics, breathing warps, lidar->camera extrinsic."""

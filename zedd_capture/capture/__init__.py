@@ -1,0 +1,1 @@
+"""A capture session: rig plan -> steps, resumable, writes scenes/<scene>/raw/."""

@@ -1,0 +1,373 @@
+"""Every path and file name of raw scenes, calibration products and ZEDD samples.
+
+Also: atomic writes (temp file + fsync + rename, so an interrupted write never leaves a
+partial file) and the capture manifest (``raw/capture.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .rig import format_hexcode, parse_hexcode
+
+IMAGE_NAME_RE = re.compile(r"^img_run_(\d+)_motor_([0-9A-F]{4})_aperture_F(\d+\.\d)\.jpg$")
+SCENE_NAME_RE = re.compile(r"^([a-z]+)(\d+)$")
+SUBMISSION_COUNT = 50
+SUBMISSION_SHAPE = (1216, 1824)
+
+
+class LayoutError(ValueError):
+    """A file or folder does not follow the ZEDD layout; the message names it."""
+
+
+# --- image names -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImageName:
+    run: int
+    hexcode: int
+    f_number: float
+
+    @property
+    def name(self) -> str:
+        return format_image_name(self.run, self.hexcode, self.f_number)
+
+
+def format_image_name(run: int, hexcode: int, f_number: float) -> str:
+    """``img_run_<k>_motor_<HEX>_aperture_F<N:.1f>.jpg`` (f/2 -> F2.0)."""
+    if run < 1:
+        raise ValueError(f"run must be >= 1, got {run}")
+    if not f_number > 0:
+        raise ValueError(f"f-number must be positive, got {f_number}")
+    return f"img_run_{run}_motor_{format_hexcode(hexcode)}_aperture_F{f_number:.1f}.jpg"
+
+
+def parse_image_name(name: str) -> ImageName:
+    """Inverse of :func:`format_image_name`; raises LayoutError naming the file."""
+    m = IMAGE_NAME_RE.match(Path(name).name)
+    if not m or m.group(1).startswith("0"):
+        raise LayoutError(f"{name}: not a focus-stack image name (img_run_<k>_motor_<HEX>_aperture_F<N.N>.jpg)")
+    return ImageName(int(m.group(1)), int(m.group(2), 16), float(m.group(3)))
+
+
+def parse_scene_name(scene: str) -> tuple[str, int]:
+    """``kitchen01`` -> (``kitchen``, 1): template and seed of a twin scene."""
+    m = SCENE_NAME_RE.match(scene)
+    if not m:
+        raise LayoutError(f"{scene}: scene names are <template><number>, e.g. kitchen01")
+    return m.group(1), int(m.group(2))
+
+
+# --- metadata.txt ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MetadataRow:
+    run: int
+    hexcode: int
+    focus_distance_m: float
+
+
+def format_metadata(rows: list[MetadataRow]) -> str:
+    """``run_<k><TAB>HEX<TAB>metres`` one line per run, in run order."""
+    return "".join(
+        f"run_{r.run}\t{format_hexcode(r.hexcode)}\t{r.focus_distance_m:.4f}\n" for r in sorted(rows, key=lambda r: r.run)
+    )
+
+
+def parse_metadata(text: str, source: str = "metadata.txt") -> list[MetadataRow]:
+    """Parse metadata.txt text; '#' lines and blank lines are ignored. Errors name line and reason."""
+    rows: list[MetadataRow] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.rstrip("\r").split("\t")
+        if len(parts) != 3:
+            raise LayoutError(f"{source}:{lineno}: expected run_id<TAB>hexcode<TAB>focus_distance_m, got {line!r}")
+        run_id, hexcode, dist = parts
+        m = re.fullmatch(r"run_([1-9]\d*)", run_id.strip())
+        if not m:
+            raise LayoutError(f"{source}:{lineno}: run id {run_id!r} is not run_<k>")
+        try:
+            code = parse_hexcode(hexcode.strip())
+        except ValueError as e:
+            raise LayoutError(f"{source}:{lineno}: hexcode: {e}") from None
+        try:
+            d = float(dist)
+        except ValueError:
+            raise LayoutError(f"{source}:{lineno}: focus distance {dist!r} is not a number") from None
+        if not (np.isfinite(d) and d > 0):
+            raise LayoutError(f"{source}:{lineno}: focus distance {dist!r} must be a positive finite number of metres")
+        rows.append(MetadataRow(int(m.group(1)), code, d))
+    runs = [r.run for r in rows]
+    if len(set(runs)) != len(runs):
+        raise LayoutError(f"{source}: duplicate run ids {sorted(runs)}")
+    return sorted(rows, key=lambda r: r.run)
+
+
+def read_metadata(path: Path) -> list[MetadataRow]:
+    path = Path(path)
+    if not path.is_file():
+        raise LayoutError(f"{path}: metadata.txt not found")
+    return parse_metadata(path.read_text(), str(path))
+
+
+def write_metadata(path: Path, rows: list[MetadataRow]) -> None:
+    atomic_write_text(path, format_metadata(rows))
+
+
+# --- atomic writes -----------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "wb") -> Iterator:
+    """Open a temp file beside ``path``; on success fsync + rename over ``path``, on error delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_open(path, "wb") as f:
+        np.save(f, array)
+
+
+def atomic_save_txt(path: Path, array: np.ndarray, fmt: str = "%.10g", header: str = "") -> None:
+    with atomic_open(path, "wb") as f:
+        np.savetxt(f, array, fmt=fmt, header=header)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- folders -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SceneLayout:
+    """Folders and files of one scene under ``<root>/scenes/<scene>/``."""
+
+    root: Path
+    scene: str
+
+    @property
+    def scene_dir(self) -> Path:
+        return Path(self.root) / "scenes" / self.scene
+
+    # raw/ (as captured)
+    @property
+    def raw_dir(self) -> Path:
+        return self.scene_dir / "raw"
+
+    @property
+    def raw_focus_stack_dir(self) -> Path:
+        return self.raw_dir / "focus_stack"
+
+    def raw_image_path(self, run: int, hexcode: int, f_number: float) -> Path:
+        return self.raw_focus_stack_dir / format_image_name(run, hexcode, f_number)
+
+    @property
+    def lidar_static_path(self) -> Path:
+        return self.raw_dir / "lidar_static.osf"
+
+    @property
+    def lidar_sweep_path(self) -> Path:
+        return self.raw_dir / "lidar_sweep.osf"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.raw_dir / "capture.json"
+
+    # work/ (intermediate products of build-depth)
+    @property
+    def work_dir(self) -> Path:
+        return self.scene_dir / "work"
+
+    @property
+    def breathing_path(self) -> Path:
+        return self.work_dir / "breathing.json"
+
+    @property
+    def trajectory_path(self) -> Path:
+        return self.work_dir / "trajectory.tum"
+
+    @property
+    def world_cloud_path(self) -> Path:
+        return self.work_dir / "world_cloud.ply"
+
+    @property
+    def cleanup_path(self) -> Path:
+        return self.work_dir / "cleanup.yaml"
+
+    @property
+    def build_log_path(self) -> Path:
+        return self.work_dir / "build_depth.json"
+
+    # zedd/ (the exported ZEDD sample: a ZEDD root holding this one scene)
+    @property
+    def zedd_root(self) -> Path:
+        return self.scene_dir / "zedd"
+
+    def zedd_sample(self, split: str = "val") -> "ZeddSample":
+        return ZeddSample(self.zedd_root, split, self.scene)
+
+    # truth/ (only on the twin; never read by the pipeline)
+    @property
+    def truth_dir(self) -> Path:
+        return self.scene_dir / "truth"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.scene_dir / "report"
+
+
+@dataclass(frozen=True)
+class ZeddSample:
+    """One scene of a ZEDD root: ``<root>/<split>/<scene>/{focus_stack,gt}`` plus ``<root>/metadata.txt``."""
+
+    root: Path
+    split: str
+    scene: str
+
+    @property
+    def metadata_path(self) -> Path:
+        return Path(self.root) / "metadata.txt"
+
+    @property
+    def scene_dir(self) -> Path:
+        return Path(self.root) / self.split / self.scene
+
+    @property
+    def focus_stack_dir(self) -> Path:
+        return self.scene_dir / "focus_stack"
+
+    @property
+    def gt_dir(self) -> Path:
+        return self.scene_dir / "gt"
+
+    @property
+    def depth_path(self) -> Path:
+        return self.gt_dir / "depth.npy"
+
+    @property
+    def K_path(self) -> Path:
+        return self.gt_dir / "K.txt"
+
+    @property
+    def depth_vis_path(self) -> Path:
+        return self.gt_dir / "depth_vis.jpg"
+
+    @property
+    def overlay_path(self) -> Path:
+        return self.gt_dir / "overlay.jpg"
+
+    def image_path(self, run: int, hexcode: int, f_number: float) -> Path:
+        return self.focus_stack_dir / format_image_name(run, hexcode, f_number)
+
+
+def find_zedd_samples(root: Path) -> list[ZeddSample]:
+    """All scenes of a ZEDD root (folders ``<split>/<scene>`` holding focus_stack/ or gt/), sorted."""
+    root = Path(root)
+    samples = []
+    for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for scene_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            if (scene_dir / "focus_stack").is_dir() or (scene_dir / "gt").is_dir():
+                samples.append(ZeddSample(root, split_dir.name, scene_dir.name))
+    return samples
+
+
+def calibration_dir(root: Path, rig_name: str) -> Path:
+    return Path(root) / "calibration" / rig_name
+
+
+@dataclass(frozen=True)
+class CalibrationLayout:
+    """Calibration products of one rig under ``<root>/calibration/<rig>/`` (same formats as twin truth)."""
+
+    root: Path
+    rig_name: str
+
+    @property
+    def dir(self) -> Path:
+        return calibration_dir(self.root, self.rig_name)
+
+    @property
+    def focus_lut_path(self) -> Path:
+        return self.dir / "focus_lut.tsv"
+
+    @property
+    def intrinsics_path(self) -> Path:
+        return self.dir / "intrinsics.yaml"
+
+    @property
+    def breathing_path(self) -> Path:
+        return self.dir / "breathing.json"
+
+    @property
+    def extrinsic_path(self) -> Path:
+        return self.dir / "extrinsic.txt"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.dir / "report"
+
+
+# --- capture manifest ----------------------------------------------------------------------
+MANIFEST_VERSION = 1
+
+
+def read_manifest(path: Path) -> dict:
+    """Read raw/capture.json; a missing file gives an empty manifest, a corrupt one an error naming it."""
+    path = Path(path)
+    if not path.exists():
+        return {"version": MANIFEST_VERSION, "files": {}}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise LayoutError(f"{path}: corrupt capture manifest: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        raise LayoutError(f"{path}: capture manifest has no 'files' mapping")
+    return data
+
+
+def record_file(manifest: dict, raw_dir: Path, path: Path, **info) -> dict:
+    """Add a captured file (path relative to raw/, sha256, size, extra info) to the manifest dict."""
+    rel = Path(path).relative_to(raw_dir).as_posix()
+    entry = {"sha256": sha256_file(path), "bytes": Path(path).stat().st_size, **info}
+    manifest.setdefault("files", {})[rel] = entry
+    return entry
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    atomic_write_json(path, {"version": MANIFEST_VERSION, **{k: v for k, v in manifest.items() if k != "version"}})

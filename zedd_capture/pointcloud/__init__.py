@@ -1,0 +1,1 @@
+"""Point-cloud pipeline: read, deskew, aggregate + density filter, cleanup, register, project."""
