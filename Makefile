@@ -1,4 +1,4 @@
-# make test : set up .venv (and missing Debian packages) and run the test suite
+# make test : set up .venv (and missing Debian packages, chromium for the report test) and run the test suite
 # make demo : set up, then calibrate the simulated rig, capture, build and score a twin scene
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml tools/setup_system.sh
 	touch $(STAMP)
 
 test: $(STAMP)
+	ZEDD_WITH_BROWSER=1 bash tools/setup_system.sh
 	$(PY) -m pytest -q
 
 demo: $(STAMP)

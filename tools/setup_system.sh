@@ -4,7 +4,7 @@
 set -euo pipefail
 need=()
 ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || need+=(libusb-1.0-0)
-if [ "${ZEDD_WITH_BROWSER:-0}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then need+=(chromium); fi
+if [ "${ZEDD_WITH_BROWSER:-0}" = "1" ] && ! [ -x /usr/bin/chromium ]; then need+=(chromium); fi
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "setup: installing Debian packages: ${need[*]}"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -1,0 +1,344 @@
+"""The `zedd` command line: parse options, load the rig, call one stage function, print with rich.
+
+Stage modules are imported inside each command so `zedd --help` and `zedd validate` stay fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .rig import Rig, RigError, format_hexcode, load_rig
+
+app = typer.Typer(
+    name="zedd",
+    help="zedd-toolkit: capture, calibrate, build and score depth-from-defocus benchmarks (ZEDD).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+rig_app = typer.Typer(help="Inspect rig definitions.", no_args_is_help=True)
+app.add_typer(rig_app, name="rig")
+console = Console()
+err_console = Console(stderr=True)
+
+RootOpt = typer.Option(Path("."), "--root", help="Folder holding scenes/<scene>/ and calibration/<rig>/.")
+RigOpt = typer.Option(None, "--rig", help="Rig YAML path or name of a rig in rigs/ (default: the simulated rig).")
+SceneOpt = typer.Option(..., "--scene", help="Scene name, e.g. kitchen01 (twin: template kitchen, seed 1).")
+YesOpt = typer.Option(False, "--yes", "-y", help="Do not wait for the operator between steps.")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _rig(rig: Optional[str]) -> Rig:
+    try:
+        return load_rig(rig)
+    except RigError as e:
+        _fail(str(e))
+        raise  # unreachable
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _run_stage(fn, *args, **kwargs):
+    """Call a stage; known, user-facing errors become one red line and exit code 1."""
+    from .devices.protocols import DeviceError
+    from .layout import LayoutError
+
+    try:
+        return fn(*args, **kwargs)
+    except (LayoutError, DeviceError, RigError, FileNotFoundError, ValueError, RuntimeError) as e:
+        _fail(f"{type(e).__name__}: {e}")
+
+
+# --- rig / validate ----------------------------------------------------------------------
+@rig_app.command("show")
+def rig_show(rig: str = typer.Argument("sim", help="Rig YAML path or rig name.")) -> None:
+    """Print the resolved rig (camera, lens, capture plan, lidar, extrinsic)."""
+    r = _rig(rig)
+    t = Table(title=f"rig {r.name} ({r.backend}) from {r.source}", show_header=False)
+    t.add_column("field", style="cyan")
+    t.add_column("value")
+    t.add_row("camera", f"{r.camera.body}: {r.camera.width_px}x{r.camera.height_px} px, "
+              f"{r.camera.sensor_width_mm}x{r.camera.sensor_height_mm} mm, pitch {r.camera.pixel_pitch_mm * 1000:.2f} um")
+    t.add_row("lens", f"{r.lens.name}: f = {r.lens.focal_length_mm} mm, breathing {r.lens.breathing.k_per_diopter} / dpt")
+    t.add_row("apertures", ", ".join(f"F{n:.1f}" for n in r.capture.apertures))
+    t.add_row("exposure", ", ".join(f"F{n:.1f}: {r.exposure.shutter_for(n):.5f} s" for n in r.capture.apertures)
+              + f" at ISO {r.exposure.iso}, {r.exposure.shutter_type} shutter")
+    t.add_row("canonical focus", f"{r.capture.canonical_focus_distance_m} m (run {r.capture.canonical_run})")
+    t.add_row("depth map", f"{r.depth_map.width_px}x{r.depth_map.height_px} px, splat radius {r.depth_map.splat_radius_px} px")
+    t.add_row("lidar", f"{r.lidar.model} {r.lidar.mode}" + (f" at {r.lidar.hostname}" if r.lidar.hostname else ""))
+    t.add_row("lidar->camera", "\n".join(" ".join(f"{v:+.4f}" for v in row) for row in r.lidar_to_camera))
+    console.print(t)
+    runs = Table(title="capture plan")
+    for col in ("run", "hexcode", "target distance (m)"):
+        runs.add_column(col)
+    for fr in r.capture.runs:
+        runs.add_row(str(fr.run), format_hexcode(fr.hexcode) if fr.hexcode is not None else "-",
+                     f"{fr.focus_distance_m:.3f}" if fr.focus_distance_m else "-")
+    console.print(runs)
+
+
+@app.command()
+def validate(path: Path = typer.Argument(..., help="A ZEDD root folder or a submission .zip.")) -> None:
+    """Check a ZEDD root or a submission zip; print every problem, exit 1 if any."""
+    from .validate import validate as run_validate
+
+    problems = run_validate(path)
+    for p in problems:
+        console.print(f"[red]x[/] {p}", highlight=False, soft_wrap=True)
+    if problems:
+        err_console.print(f"[bold red]{len(problems)} problem(s)[/] in {path}")
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/] {path}")
+
+
+# --- capture -------------------------------------------------------------------------------
+class _StageBars:
+    """Adapter from a stage callback ``(stage, done, total[, detail])`` to one rich bar per stage."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int = 0, total: int = 0, detail: str = "") -> None:
+        if stage == "warning":
+            self.progress.console.print(f"[yellow]warning:[/] {detail}")
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total or None)
+        self.progress.update(self.tasks[stage], completed=done, total=total or None,
+                             description=f"{stage} {detail}".strip())
+
+
+@app.command()
+def capture(
+    scene: str = SceneOpt,
+    rig: Optional[str] = RigOpt,
+    root: Path = RootOpt,
+    yes: bool = YesOpt,
+) -> None:
+    """Shoot the focus stack, record the static lidar frame and the hand-held sweep (resumable)."""
+    from .capture.backends import open_backends
+    from .capture.session import capture_scene
+
+    r = _rig(rig)
+    twin = None
+    if r.backend == "sim":  # keep the twin: after a complete capture it writes the scene's truth/
+        from .sim.devices import TwinRig
+
+        twin = TwinRig(r, scene, root)
+        devices = (twin.camera, twin.focus_motor, twin.lidar)
+    else:
+        devices = _run_stage(open_backends, r, scene, root)
+
+    def ask(message: str) -> None:
+        console.print(f"[bold cyan]{message}[/]")
+        typer.confirm("Ready?", default=True, abort=True)
+
+    with _progress() as progress:
+        result = _run_stage(capture_scene, r, scene, root, *devices, yes=yes, progress=_StageBars(progress),
+                            prompt=None if yes else ask)
+    if twin is not None and result.complete:
+        from .layout import SceneLayout
+        from .sim.truth import write_truth
+
+        truth_dir = _run_stage(write_truth, SceneLayout(root, scene), twin)
+        console.print(f"twin truth (never read by the pipeline): {truth_dir}")
+    files = result.manifest.get("files", {})
+    t = Table(title=f"capture of {scene}: {'complete' if result.complete else 'INCOMPLETE'}")
+    t.add_column("item")
+    t.add_column("value")
+    t.add_row("images", str(sum(k.startswith("focus_stack/") for k in files)))
+    for key in ("lidar_static.osf", "lidar_sweep.osf"):
+        info = files.get(key)
+        t.add_row(key, f"{info.get('frames', '?')} frames, {info['bytes'] / 1e6:.1f} MB" if info else "missing")
+    t.add_row("captured now / verified / re-captured corrupt", f"{len(result.captured)} / {len(result.verified)} / {len(result.corrupt)}")
+    t.add_row("manifest", str(result.manifest_path))
+    console.print(t)
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+# --- build-depth ---------------------------------------------------------------------------
+@app.command("build-depth")
+def build_depth(
+    scene: str = SceneOpt,
+    rig: Optional[str] = RigOpt,
+    root: Path = RootOpt,
+    mode: str = typer.Option("fast", "--mode", help="fast (frame-to-local-map ICP) or paper (the paper's literal loop)."),
+    split: str = typer.Option("val", "--split", help="Split folder of the exported ZEDD sample."),
+) -> None:
+    """Lidar sweep -> world cloud -> registered, cleaned, projected depth map; export the ZEDD sample."""
+    from .pointcloud.export import export_zedd
+    from .pointcloud.pipeline import build_depth as run
+
+    r = _rig(rig)
+    with _progress() as progress:
+        bars = _StageBars(progress)
+        summary = _run_stage(run, r, root, scene, mode=mode, progress=bars)
+        bars("export", 0, 1)
+        sample = _run_stage(export_zedd, r, root, scene, summary.depth, summary.K, split=split)
+        bars("export", 1, 1)
+    t = Table(title=f"build-depth {scene} ({mode})", show_header=False)
+    t.add_row("frames", str(summary.frames))
+    t.add_row("points in world cloud", f"{summary.points:,}")
+    t.add_row("static registration", f"fitness {summary.fitness:.3f}, RMSE {summary.rmse_m * 1000:.1f} mm")
+    t.add_row("coverage", f"{summary.coverage * 100:.1f} % of {summary.depth.shape[1]}x{summary.depth.shape[0]} px")
+    t.add_row("timing", ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings_s.items()))
+    t.add_row("ZEDD sample", str(sample.scene_dir))
+    console.print(t)
+    for w in summary.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+# --- calibration -----------------------------------------------------------------------------
+class _StatusLog:
+    """Stage message callback: each message is logged with its time, the spinner shows the latest."""
+
+    def __init__(self, status) -> None:
+        self.status = status
+
+    def __call__(self, message: str) -> None:
+        self.status.update(message)
+        console.log(message)
+
+
+def _calibrate(fn, title: str, rig: Optional[str], root: Path, **kwargs) -> None:
+    r = _rig(rig)
+    with console.status(title) as status:
+        report = _run_stage(fn, r, root, progress=_StatusLog(status), **kwargs)
+    console.print(report.table())
+    for note in report.notes:
+        console.print(f"[dim]{note}[/]")
+    for name, path in report.products.items():
+        console.print(f"wrote {name}: {path}")
+    for plot in report.plots:
+        console.print(f"plot: {plot}")
+
+
+@app.command("calibrate-focus")
+def calibrate_focus(
+    rig: Optional[str] = RigOpt,
+    root: Path = RootOpt,
+    hexcodes: Optional[str] = typer.Option(None, help="Comma-separated hexcodes to calibrate (default: the rig's runs)."),
+    method: str = typer.Option("auto", help="auto (board moved around the sharp zone) or paper (co-calibrated I0..In)."),
+    images_dir: Optional[Path] = typer.Option(None, help="Hardware: folder of board images per hexcode (see README)."),
+) -> None:
+    """Hexcode -> metres lookup table: find the sharp hexcode on a ChArUco board, measure its distance."""
+    from .calibration.session import calibrate_focus as run
+    from .rig import parse_hexcode
+
+    try:
+        codes = [parse_hexcode(h) for h in hexcodes.split(",")] if hexcodes else None
+    except ValueError as e:
+        _fail(f"--hexcodes: {e}")
+    _calibrate(run, "focus LUT", rig, root, hexcodes=codes, method=method, images_dir=images_dir)
+
+
+@app.command("calibrate-intrinsics")
+def calibrate_intrinsics(
+    rig: Optional[str] = RigOpt,
+    root: Path = RootOpt,
+    images_dir: Optional[Path] = typer.Option(None, help="Hardware: folder of ChArUco images at the canonical focus."),
+) -> None:
+    """Intrinsics and distortion of the canonical image space (focus at the canonical distance)."""
+    from .calibration.session import calibrate_intrinsics as run
+
+    _calibrate(run, "canonical intrinsics", rig, root, images_dir=images_dir)
+
+
+@app.command("calibrate-breathing")
+def calibrate_breathing(
+    rig: Optional[str] = RigOpt,
+    root: Path = RootOpt,
+    scene: Optional[str] = typer.Option(None, "--scene", help="Estimate from this scene's F/16 images (default: rig target)."),
+    images_dir: Optional[Path] = typer.Option(None, help="Hardware: F/16 images of a textured target, one per run."),
+) -> None:
+    """Lens-breathing warps of every focus run into the canonical image space (ECC, coarse-to-fine)."""
+    from .calibration.session import calibrate_breathing as run
+
+    _calibrate(run, "breathing warps", rig, root, scene=scene, images_dir=images_dir)
+
+
+@app.command("calibrate-extrinsics")
+def calibrate_extrinsics(
+    rig: Optional[str] = RigOpt,
+    root: Path = RootOpt,
+    images_dir: Optional[Path] = typer.Option(None, help="Hardware: board images + lidar recordings per pose."),
+) -> None:
+    """Lidar -> camera transform from a planar target seen by both sensors (plane-to-plane)."""
+    from .calibration.session import calibrate_extrinsics as run
+
+    _calibrate(run, "lidar -> camera extrinsic", rig, root, images_dir=images_dir)
+
+
+# --- scoring and report --------------------------------------------------------------------
+@app.command("eval-model")
+def eval_model(
+    data: Path = typer.Option(..., "--data", help="A ZEDD root, one <split>/<scene> folder, or scenes/<scene>."),
+    model: str = typer.Option("dfd-classic", "--model", help="fossa-vits | fossa-vitb | dfd-classic"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Local model.pth (default: huggingface cache)."),
+    split: str = typer.Option("val", "--split", help="val (480x640 protocol) or test (native 1216x1824)."),
+    aperture: float = typer.Option(2.8, "--aperture", help="f-number of the stack slices."),
+    runs: str = typer.Option("1,3,5,7,9", "--runs", help="Comma-separated focus runs of the stack."),
+    out: Path = typer.Option(Path("eval_results"), "--out", help="Output folder: predictions, metrics JSON."),
+    submission: Optional[Path] = typer.Option(None, "--submission", help="Write the test-server zip here (test split)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+) -> None:
+    """Run a depth-from-defocus model on ZEDD samples and score it with the published metrics."""
+    from .evaluation.evaluate import MODELS, evaluate
+
+    if model not in MODELS:
+        _fail(f"--model: {model!r} is not one of {', '.join(MODELS)}")
+    try:
+        run_list = [int(r) for r in runs.split(",")]
+    except ValueError:
+        _fail(f"--runs: {runs!r} is not a comma-separated list of run numbers")
+    result = _run_stage(evaluate, data, model, checkpoint, split, aperture, run_list, out, submission,
+                        True, device=device, threads=threads)
+    keys = ["abs_rel", "d1_05", "d1_15", "d1", "rmse", "silog"]
+    t = Table(title=f"{model} on {data} ({split}, F{aperture:.1f}, runs {runs})")
+    t.add_column("scene")
+    for k in keys:
+        t.add_column(k)
+    for row in result["rows"]:
+        t.add_row(row["scene"], *[f"{row[k]:.4f}" if k in row else "-" for k in keys])
+    if result.get("mean"):
+        t.add_row("[bold]mean", *[f"[bold]{result['mean'][k]:.4f}" for k in keys])
+    console.print(t)
+    console.print(f"predictions and metrics: {result['out_dir']}" + (f"; submission: {result['submission']}" if result.get("submission") else ""))
+
+
+@app.command()
+def report(scene: str = SceneOpt, rig: Optional[str] = RigOpt, root: Path = RootOpt,
+           eval_dir: Optional[Path] = typer.Option(None, "--eval-dir", help="eval-model output folders (default scenes/<scene>/eval).")) -> None:
+    """Write a self-contained HTML report (+ JSON) for a scene, with accuracy against truth on the twin."""
+    from .report.scene_report import build_report, summary_rows
+
+    html_path, json_path, numbers = _run_stage(build_report, _rig(rig), root, scene, eval_dir)
+    t = Table(title=f"accuracy of {scene}")
+    for c in ("figure", "value", "goal"):
+        t.add_column(c)
+    for row in summary_rows(numbers):
+        t.add_row(*row)
+    console.print(t)
+    console.print(f"report: {html_path}\nnumbers: {json_path}")

@@ -1,0 +1,1 @@
+"""Per-scene reports: accuracy against the twin truth and a self-contained HTML page."""

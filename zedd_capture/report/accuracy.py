@@ -1,0 +1,119 @@
+"""Accuracy of a twin scene's products against the truth the twin wrote (never used by the pipeline).
+
+Each function compares one product with its truth file and returns plain numbers:
+depth (AbsRel, deltas, coverage), focus LUT (relative distance error per run), breathing
+(px displacement between estimated and true warps), intrinsics, extrinsic (mm, deg), ATE (mm).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..geometry import invert, read_tum, rotation_angle_deg
+
+
+def read_lut(path: Path) -> dict[int, float]:
+    """focus_lut.tsv -> {hexcode: focus_distance_m} ('#' lines skipped, extra columns ignored)."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            cols = line.split("\t")
+            if cols[0].strip().lower() in ("hexcode", "hex"):
+                continue
+            out[int(cols[0], 16)] = float(cols[1])
+    return out
+
+
+def depth_accuracy(depth: np.ndarray, true_depth: np.ndarray, tolerance: float = 0.005) -> dict:
+    """Exported depth vs true depth on pixels valid in both; coverage = share of true-valid pixels filled."""
+    if depth.shape != true_depth.shape:
+        raise ValueError(f"depth shape {depth.shape} differs from truth {true_depth.shape}")
+    true_valid = np.isfinite(true_depth) & (true_depth > 0.01)
+    valid = true_valid & np.isfinite(depth) & (depth > 0)
+    p, t = depth[valid].astype(float), true_depth[valid].astype(float)
+    rel = np.abs(p - t) / t
+    ratio = np.maximum(p / t, t / p)
+    return {
+        "pixels": int(valid.sum()),
+        "coverage": float(valid.sum() / max(true_valid.sum(), 1)),
+        "abs_rel": float(rel.mean()) if rel.size else float("nan"),
+        "median_rel": float(np.median(rel)) if rel.size else float("nan"),
+        f"within_{tolerance * 100:g}pct": float((rel <= tolerance).mean()) if rel.size else 0.0,
+        "d1_05": float((ratio < 1.05).mean()) if rel.size else 0.0,
+        "d1_25": float((ratio < 1.25).mean()) if rel.size else 0.0,
+    }
+
+
+def lut_accuracy(lut_path: Path, truth_path: Path) -> dict:
+    """Relative focus-distance error of every hexcode present in both tables."""
+    est, truth = read_lut(lut_path), read_lut(truth_path)
+    common = sorted(set(est) & set(truth))
+    errors = {f"{h:04X}": (est[h] - truth[h]) / truth[h] for h in common}
+    return {"runs": len(common), "max_rel_error": max((abs(e) for e in errors.values()), default=float("nan")),
+            "rel_error": errors}
+
+
+def _warp_grid(w: int, h: int, step: int = 16) -> np.ndarray:
+    xs, ys = np.meshgrid(np.arange(0, w, step, dtype=float), np.arange(0, h, step, dtype=float))
+    return np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], 1)
+
+
+def breathing_accuracy(est_path: Path, truth_path: Path, width: int, height: int) -> dict:
+    """Max and RMS displacement (px) between estimated and true run->canonical warps over the image."""
+    est, truth = json.loads(Path(est_path).read_text()), json.loads(Path(truth_path).read_text())
+    grid = _warp_grid(width, height)
+    per_run = {}
+    for run in sorted(set(est) & set(truth), key=lambda r: int(r.split("_")[-1])):
+        d = grid @ (np.asarray(est[run]) - np.asarray(truth[run])).T
+        n = np.linalg.norm(d, axis=1)
+        per_run[run] = {"max_px": float(n.max()), "rms_px": float(np.sqrt((n**2).mean()))}
+    return {"runs": len(per_run), "max_px": max((v["max_px"] for v in per_run.values()), default=float("nan")),
+            "per_run": per_run}
+
+
+def intrinsics_accuracy(est_path: Path, truth_path: Path) -> dict:
+    est, truth = yaml.safe_load(Path(est_path).read_text()), yaml.safe_load(Path(truth_path).read_text())
+    Ke, Kt = np.asarray(est["K"], float), np.asarray(truth["K"], float)
+    if (est["width"], est["height"]) != (truth["width"], truth["height"]):
+        scale = truth["width"] / est["width"]
+        Ke = Ke.copy()
+        Ke[:2] *= scale
+    return {"fx_rel_error": float(Ke[0, 0] / Kt[0, 0] - 1), "fy_rel_error": float(Ke[1, 1] / Kt[1, 1] - 1),
+            "cx_error_px": float(Ke[0, 2] - Kt[0, 2]), "cy_error_px": float(Ke[1, 2] - Kt[1, 2])}
+
+
+def extrinsic_accuracy(est_path: Path, truth_path: Path) -> dict:
+    Te, Tt = np.loadtxt(est_path), np.loadtxt(truth_path)
+    D = invert(Tt) @ Te
+    return {"translation_error_mm": float(np.linalg.norm(D[:3, 3]) * 1000), "rotation_error_deg": rotation_angle_deg(D[:3, :3])}
+
+
+def align_rigid(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares rigid 4x4 transform mapping points src (N, 3) onto dst (N, 3) (Kabsch, no scale)."""
+    cs, cd = src.mean(0), dst.mean(0)
+    U, _, Vt = np.linalg.svd((src - cs).T @ (dst - cd))
+    S = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
+    R = Vt.T @ S @ U.T
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = cd - R @ cs
+    return T
+
+
+def trajectory_accuracy(est_path: Path, truth_path: Path, max_dt_s: float = 0.005) -> dict:
+    """ATE: RMSE (mm) of positions after the best rigid alignment; poses matched by timestamp."""
+    te, pe = read_tum(est_path)
+    tt, pt = read_tum(truth_path)
+    idx = np.searchsorted(tt, te).clip(1, len(tt) - 1)
+    idx = np.where(np.abs(tt[idx - 1] - te) < np.abs(tt[idx] - te), idx - 1, idx)
+    ok = np.abs(tt[idx] - te) <= max_dt_s
+    if ok.sum() < 3:
+        raise ValueError(f"{est_path}: fewer than 3 poses match {truth_path} in time")
+    src, dst = pe[ok, :3, 3], pt[idx[ok], :3, 3]
+    T = align_rigid(src, dst)
+    err = np.linalg.norm(src @ T[:3, :3].T + T[:3, 3] - dst, axis=1)
+    return {"poses": int(ok.sum()), "ate_rmse_mm": float(np.sqrt((err**2).mean()) * 1000), "ate_max_mm": float(err.max() * 1000)}
