@@ -1,0 +1,148 @@
+"""build-depth end to end on the twin (short 512x10 sweep) + ZEDD export + bad input.
+
+Calibration products are the twin's truth copied into calibration/<rig>/; truth/ is moved out of
+the scene before the pipeline runs, so nothing can read it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation, Slerp
+
+from zedd_capture.geometry import read_tum
+from zedd_capture.layout import CalibrationLayout, SceneLayout, format_image_name
+from zedd_capture.pointcloud.export import ExportError, export_zedd
+from zedd_capture.pointcloud.pipeline import BuildDepthError, build_depth
+from zedd_capture.rig import load_rig
+from zedd_capture.validate import validate_zedd_root
+
+SCENE = "kitchen01"
+N_FRAMES = 24
+
+
+def _rig():
+    rig = load_rig()
+    return rig.model_copy(update={"sim": rig.sim.model_copy(update={"frames_per_sweep": N_FRAMES}),
+                                  "lidar": rig.lidar.model_copy(update={"mode": "512x10"})})
+
+
+def _record(root: Path, scene: str, rig, static_scene: str | None = None) -> Path:
+    from zedd_capture.sim.devices import TwinRig
+    from zedd_capture.sim.truth import write_truth
+
+    twin = TwinRig(rig, scene, root=root)
+    L = SceneLayout(root, scene)
+    if static_scene:
+        TwinRig(rig, static_scene, root=root).lidar.record_static(L.lidar_static_path)
+    else:
+        twin.lidar.record_static(L.lidar_static_path)
+    twin.lidar.record_sweep(L.lidar_sweep_path, rig.capture.sweep_seconds)
+    write_truth(L, twin)
+    # calibration products = truth; per-scene breathing warps; fake focus-stack images
+    cal = CalibrationLayout(root, rig.name)
+    cal.dir.mkdir(parents=True, exist_ok=True)
+    for f in ("extrinsic.txt", "intrinsics.yaml", "focus_lut.tsv"):
+        shutil.copy(L.truth_dir / f, cal.dir / f)
+    L.work_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(L.truth_dir / "breathing.json", L.breathing_path)
+    L.raw_focus_stack_dir.mkdir(parents=True, exist_ok=True)
+    img = np.full((rig.camera.height_px, rig.camera.width_px, 3), 128, np.uint8)
+    cv2.putText(img, scene, (100, 300), cv2.FONT_HERSHEY_SIMPLEX, 5, (0, 0, 255), 8)
+    for r in rig.capture.runs:
+        for n in rig.capture.apertures:
+            cv2.imwrite(str(L.raw_image_path(r.run, r.hexcode, n)), img)
+    hidden = root.parent / f"hidden_truth_{scene}"
+    shutil.move(str(L.truth_dir), hidden)
+    return hidden
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("twin")
+    rig = _rig()
+    truth = _record(root, SCENE, rig)
+    stages = []
+    summary = build_depth(rig, root, SCENE, progress=lambda s, d, n: stages.append(s))
+    return root, rig, truth, summary, stages
+
+
+def test_build_depth_matches_twin_truth(built):
+    root, rig, truth, s, stages = built
+    L = SceneLayout(root, SCENE)
+    assert not L.truth_dir.exists()
+    assert {"read", "aggregate", "register", "project", "write"} <= set(stages)
+    assert s.depth.shape == (rig.depth_map.height_px, rig.depth_map.width_px) and s.depth.dtype == np.float32
+    np.testing.assert_allclose(s.K, np.loadtxt(truth / "K.txt"), atol=1e-6)
+    assert s.frames == N_FRAMES and s.fitness > 0.9
+    gt = np.load(truth / "depth.npy")
+    v = (gt > 0) & (s.depth > 0)
+    rel = np.abs(s.depth[v] - gt[v]) / gt[v]
+    # a 2.4 s, 512-column sweep: accuracy of the bulk; the full-sweep numbers are in bench/aggregate.py
+    assert v.sum() > 0.75 * (gt > 0).sum()
+    assert np.median(rel) < 0.004
+    assert np.mean(rel <= 0.01) > 0.75
+    for p in (L.trajectory_path, L.world_cloud_path, L.build_log_path):
+        assert p.is_file()
+
+
+def test_trajectory_ate(built):
+    root, _, truth, _, _ = built
+    te, Pe = read_tum(SceneLayout(root, SCENE).trajectory_path)
+    td, Pd = read_tum(truth / "trajectory_dense.tum")
+    Pt = np.tile(np.eye(4), (len(te), 1, 1))
+    Pt[:, :3, :3] = Slerp(td, Rotation.from_matrix(Pd[:, :3, :3]))(te).as_matrix()
+    Pt[:, :3, 3] = np.stack([np.interp(te, td, Pd[:, k, 3]) for k in range(3)], 1)
+    rel = np.linalg.inv(Pt[0]) @ Pt
+    ate = np.sqrt(np.mean(np.sum((Pe[:, :3, 3] - rel[:, :3, 3]) ** 2, axis=1)))
+    assert ate < 0.005
+
+
+def test_export_is_a_valid_zedd_sample(built):
+    root, rig, _, s, _ = built
+    sample = export_zedd(rig, root, SCENE, s.depth, s.K)
+    assert validate_zedd_root(sample.root) == []
+    np.testing.assert_array_equal(np.load(sample.depth_path), s.depth)
+    img = cv2.imread(str(sample.image_path(5, rig.run(5).hexcode, 16.0)))
+    assert img.shape[:2] == s.depth.shape
+    rows = sample.metadata_path.read_text().splitlines()
+    assert len(rows) == 9 and rows[0].startswith(f"run_1\t{rig.run(1).hex}\t")
+    # a failing re-export leaves the previous sample untouched and no temp folders behind
+    L = SceneLayout(root, SCENE)
+    before = sorted(p.name for p in sample.focus_stack_dir.iterdir())
+    shutil.move(str(L.breathing_path), str(L.work_dir / "b.json"))
+    try:
+        with pytest.raises(ExportError, match="breathing"):
+            export_zedd(rig, root, SCENE, s.depth, s.K)
+    finally:
+        shutil.move(str(L.work_dir / "b.json"), str(L.breathing_path))
+    assert sorted(p.name for p in sample.focus_stack_dir.iterdir()) == before
+    assert [p.name for p in L.scene_dir.iterdir() if p.name.startswith(".zedd")] == []
+
+
+def test_bad_inputs_fail_at_their_stage(built, tmp_path):
+    root, rig, _, _, _ = built
+    L = SceneLayout(root, SCENE)
+    bad_root = tmp_path / "bad"
+    B = SceneLayout(bad_root, SCENE)
+    shutil.copytree(L.raw_dir, B.raw_dir)
+    shutil.copytree(CalibrationLayout(root, rig.name).dir, CalibrationLayout(bad_root, rig.name).dir)
+    data = L.lidar_sweep_path.read_bytes()
+    B.lidar_sweep_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BuildDepthError, match=r"\[read\].*lidar_sweep.osf"):
+        build_depth(rig, bad_root, SCENE)
+    B.lidar_sweep_path.unlink()
+    with pytest.raises(BuildDepthError, match=r"\[read\].*lidar_sweep.osf.*not found"):
+        build_depth(rig, bad_root, SCENE)
+    assert not B.zedd_root.exists() and not B.trajectory_path.exists()
+
+
+def test_static_frame_of_another_scene_fails_registration(tmp_path):
+    rig = _rig()
+    _record(tmp_path / "root", SCENE, rig, static_scene="garden03")
+    with pytest.raises(BuildDepthError, match=r"\[register\]"):
+        build_depth(rig, tmp_path / "root", SCENE)

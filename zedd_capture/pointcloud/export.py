@@ -1,0 +1,138 @@
+"""Export one scene as a ZEDD sample (scenes/<scene>/zedd/), atomically.
+
+Everything is written into a temporary folder beside ``zedd/`` and renamed into place at the
+end, so an error never leaves a half-written sample: gt/depth.npy (float32 m, invalid 0),
+gt/K.txt, gt/depth_vis.jpg, gt/overlay.jpg, focus_stack/ (every raw image warped into the
+canonical image space with the scene's breathing warps and resized to the depth-map
+resolution) and metadata.txt (focus distances from the focus LUT).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..layout import CalibrationLayout, MetadataRow, SceneLayout, ZeddSample, format_metadata, parse_image_name
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(RuntimeError):
+    """The ZEDD export failed; the message names the file. Nothing is left in zedd/."""
+
+
+def colourise_depth(depth: np.ndarray, d_min: float | None = None, d_max: float | None = None) -> np.ndarray:
+    """BGR uint8 visualisation (TURBO on inverse depth); invalid pixels black."""
+    valid = depth > 0
+    out = np.zeros(depth.shape + (3,), np.uint8)
+    if not valid.any():
+        return out
+    inv = np.zeros_like(depth, dtype=np.float32)
+    inv[valid] = 1.0 / depth[valid]
+    lo = 1.0 / (d_max or float(np.percentile(depth[valid], 99)))
+    hi = 1.0 / (d_min or float(np.percentile(depth[valid], 1)))
+    g = np.clip((inv - lo) / max(hi - lo, 1e-9), 0, 1)
+    col = cv2.applyColorMap((g * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
+    out[valid] = col[valid]
+    return out
+
+
+def _write_jpg(path: Path, img: np.ndarray, quality: int = 95) -> None:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ExportError(f"{path}: JPEG encoding failed")
+    path.write_bytes(buf.tobytes())
+
+
+def _load_warps(layout: SceneLayout, cal: CalibrationLayout):
+    from ..calibration.breathing import read_breathing
+
+    for p in (layout.breathing_path, cal.breathing_path):
+        if p.is_file():
+            if p != layout.breathing_path:
+                log.warning("%s missing: using the rig-level warps %s", layout.breathing_path, p)
+            return read_breathing(p), p
+    raise ExportError(f"{layout.breathing_path}: breathing warps not found (nor {cal.breathing_path}); run the breathing calibration")
+
+
+def export_zedd(rig, root: Path, scene: str, depth: np.ndarray, K: np.ndarray, split: str = "val",
+                jpeg_quality: int | None = None) -> ZeddSample:
+    """Write scenes/<scene>/zedd/ (a ZEDD root holding this scene under ``split``) and return the sample.
+
+    depth: (H, W) float32 metres at rig.depth_map resolution (0 invalid); K: its 3x3 intrinsics.
+    """
+    from ..calibration.breathing import apply, rescale_warp
+    from ..calibration.focus_lut import read_focus_lut
+
+    layout = SceneLayout(Path(root), scene)
+    cal = CalibrationLayout(Path(root), rig.name)
+    W, H = rig.depth_map.width_px, rig.depth_map.height_px
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.shape != (H, W):
+        raise ExportError(f"export {scene}: depth shape {depth.shape} != rig depth map {(H, W)}")
+    quality = jpeg_quality or rig.camera.jpeg_quality
+    raw = sorted(layout.raw_focus_stack_dir.glob("*.jpg")) if layout.raw_focus_stack_dir.is_dir() else []
+    if not raw:
+        raise ExportError(f"{layout.raw_focus_stack_dir}: no focus-stack images")
+    names = {p: parse_image_name(p.name) for p in raw}
+    lut = read_focus_lut(cal.focus_lut_path)
+    warps, warp_path = _load_warps(layout, cal)
+    hex_of_run: dict[int, int] = {}
+    for p, n in names.items():
+        if hex_of_run.setdefault(n.run, n.hexcode) != n.hexcode:
+            raise ExportError(f"{p}: run {n.run} has images with different hexcodes")
+    missing = sorted(set(hex_of_run) - set(warps))
+    if missing:
+        raise ExportError(f"{warp_path}: no warp for runs {missing}")
+    rows = [MetadataRow(run, code, float(lut.distance_m(code, extrapolate=True))) for run, code in sorted(hex_of_run.items())]
+
+    layout.scene_dir.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=".zedd.", suffix=".part", dir=layout.scene_dir))
+    try:
+        sample = ZeddSample(tmp_root, split, scene)
+        sample.gt_dir.mkdir(parents=True)
+        sample.focus_stack_dir.mkdir(parents=True)
+        sample.metadata_path.write_text(format_metadata(rows))
+        with open(sample.depth_path, "wb") as f:
+            np.save(f, depth)
+        np.savetxt(sample.K_path, np.asarray(K, float), fmt="%.10g")
+        aif = None
+        for p, n in sorted(names.items(), key=lambda kv: (kv[1].run, kv[1].f_number)):
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                raise ExportError(f"{p}: unreadable image")
+            h, w = img.shape[:2]
+            Wp = np.asarray(warps[n.run], float)
+            if warps.image_size and tuple(warps.image_size) != (w, h):
+                Wp = rescale_warp(Wp, warps.image_size, (w, h))
+            canon = apply(img, Wp)
+            small = cv2.resize(canon, (W, H), interpolation=cv2.INTER_AREA)
+            _write_jpg(sample.image_path(n.run, n.hexcode, n.f_number), small, quality)
+            if n.run == rig.capture.canonical_run and abs(n.f_number - rig.capture.all_in_focus_f_number) < 1e-6:
+                aif = small
+        vis = colourise_depth(depth)
+        _write_jpg(sample.depth_vis_path, vis, 95)
+        if aif is None:
+            log.warning("export %s: no all-in-focus image (run %d, F%.1f); overlay on black", scene,
+                        rig.capture.canonical_run, rig.capture.all_in_focus_f_number)
+            aif = np.zeros_like(vis)
+        overlay = np.where((depth > 0)[..., None], (0.5 * aif + 0.5 * vis).astype(np.uint8), aif)
+        _write_jpg(sample.overlay_path, overlay, 95)
+        # swap into place
+        final = layout.zedd_root
+        old = None
+        if final.exists():
+            old = final.with_name(f".zedd.old.{tmp_root.name}")
+            final.rename(old)
+        tmp_root.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+        raise
+    return layout.zedd_sample(split)

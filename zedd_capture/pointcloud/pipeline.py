@@ -1,0 +1,230 @@
+"""``zedd build-depth``: raw lidar recordings of one scene -> metric depth map in the canonical camera.
+
+Stages: read -> deskew + aggregate (+ density filter) -> register static frame -> cleanup ->
+transform into the camera frame -> z-buffer projection. Cleanup regions are defined in the
+camera (or static lidar) frame, the only frames stable across rebuilds, so cleanup runs right
+after the static frame is registered. Writes work/trajectory.tum, work/world_cloud.ply and
+work/build_depth.json; the ZEDD export is :func:`zedd_capture.pointcloud.export.export_zedd`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..geometry import invert, scale_intrinsics, write_tum
+from ..layout import CalibrationLayout, SceneLayout, atomic_open, atomic_write_json
+from .aggregate import AggregateConfig, WorldCloud, aggregate
+from .cleanup import cleanup_mask, load_regions
+from .io import read_lidar, read_static_frame
+from .project import zbuffer
+from .register import RegisterConfig, register_static
+
+log = logging.getLogger(__name__)
+
+StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
+
+STAGES = ("read", "aggregate", "register", "cleanup", "project", "write")
+
+
+class BuildDepthError(RuntimeError):
+    """A build-depth stage failed; the message names the stage and the file or numbers."""
+
+
+@dataclass
+class BuildConfig:
+    aggregate: AggregateConfig = field(default_factory=AggregateConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    splat_radius_px: int | None = None  # None: rig.depth_map.splat_radius_px
+    splat_mode: str = "fill"
+    band_m: float | None = 0.05
+    occlusion_radius_px: int = 8
+    smooth_radius_px: int = 1
+    edge_jump_m: float | None = 0.1  # drop mixed pixels at depth edges (see io.depth_edges)
+    max_frames: int | None = None
+    write_cloud: bool = True
+    include_static: bool = True
+
+
+@dataclass
+class BuildSummary:
+    scene: str
+    mode: str
+    depth: np.ndarray  # (H, W) float32 metres, 0 = invalid, canonical camera at rig.depth_map resolution
+    K: np.ndarray  # 3x3 intrinsics of ``depth``
+    frames: int
+    points: int
+    fitness: float
+    rmse_m: float
+    coverage: float  # fraction of depth pixels with a value
+    timings_s: dict
+    T_camera_world: np.ndarray
+    T_world_static: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+    def log_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("depth",)}
+        for k in ("K", "T_camera_world", "T_world_static"):
+            d[k] = np.asarray(d[k]).tolist()
+        return d
+
+
+def load_camera_calibration(rig, root: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int], list[str]]:
+    """(T_camera_lidar, canonical K, K image size (w, h), warnings) from calibration/<rig>/ (or the rig's nominal values)."""
+    from ..calibration.extrinsic import read_extrinsic
+    from ..calibration.intrinsics import read_intrinsics
+
+    cal = CalibrationLayout(root, rig.name)
+    warnings = []
+    if cal.extrinsic_path.is_file():
+        T_cl = read_extrinsic(cal.extrinsic_path)
+    else:
+        T_cl = rig.extrinsic
+        warnings.append(f"{cal.extrinsic_path} missing: using the rig's nominal lidar->camera extrinsic")
+    if cal.intrinsics_path.is_file():
+        intr = read_intrinsics(cal.intrinsics_path)
+        K, size = intr.K, (intr.width, intr.height)
+    else:
+        size = (rig.camera.width_px, rig.camera.height_px)
+        K = rig.nominal_K(*size)
+        warnings.append(f"{cal.intrinsics_path} missing: using the rig's nominal intrinsics")
+    for w in warnings:
+        log.warning(w)
+    return T_cl, K, size, warnings
+
+
+def write_ply(path: Path, points: np.ndarray, ranges: np.ndarray | None = None) -> None:
+    """Binary little-endian PLY (float32 x y z [range]) written atomically."""
+    pts = np.asarray(points, dtype=np.float32)
+    cols = [("x", pts[:, 0]), ("y", pts[:, 1]), ("z", pts[:, 2])]
+    if ranges is not None:
+        cols.append(("range", np.asarray(ranges, dtype=np.float32)))
+    rec = np.empty(len(pts), dtype=[(n, "<f4") for n, _ in cols])
+    for n, c in cols:
+        rec[n] = c
+    header = "ply\nformat binary_little_endian 1.0\n" f"element vertex {len(pts)}\n"
+    header += "".join(f"property float {n}\n" for n, _ in cols) + "end_header\n"
+    with atomic_open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        f.write(rec.tobytes())
+
+
+def _stage(name: str):
+    class _Ctx:
+        def __enter__(self):
+            self.t = time.perf_counter()
+            return self
+
+        def __exit__(self, et, e, tb):
+            self.dt = time.perf_counter() - self.t
+            if e is not None and not isinstance(e, BuildDepthError):
+                raise BuildDepthError(f"build-depth [{name}]: {e}") from e
+            return False
+
+    return _Ctx()
+
+
+def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: StageProgress | None = None,
+                config: BuildConfig | None = None) -> BuildSummary:
+    """Run every build-depth stage for ``scene`` under ``root``; returns the depth map and K (see module doc).
+
+    rig: a loaded :class:`zedd_capture.rig.Rig`; mode: "fast" (default) or "paper".
+    progress(stage, done, total) is called as stages advance. Raises :class:`BuildDepthError`.
+    """
+    cfg = config or BuildConfig()
+    if mode not in ("fast", "paper"):
+        raise BuildDepthError(f"build-depth: unknown mode {mode!r} (fast|paper)")
+    agg_cfg = AggregateConfig(**{**asdict(cfg.aggregate), "mode": mode})
+    layout = SceneLayout(Path(root), scene)
+    timings: dict[str, float] = {}
+    report = progress or (lambda *a: None)
+    W, H = rig.depth_map.width_px, rig.depth_map.height_px
+    radius = rig.depth_map.splat_radius_px if cfg.splat_radius_px is None else cfg.splat_radius_px
+
+    with _stage("calibration") as st:
+        T_cl, K_canon, K_size, warnings = load_camera_calibration(rig, root)
+        K = scale_intrinsics(K_canon, K_size, (W, H))
+    with _stage("read") as st:
+        report("read", 0, 2)
+        expect = {"expect_columns": rig.lidar.columns, "expect_prod_line": rig.lidar.model, "edge_jump_m": cfg.edge_jump_m}
+        sweep = read_lidar(layout.lidar_sweep_path, max_frames=cfg.max_frames, min_frames=2, **expect)
+        report("read", 1, 2)
+        static = read_static_frame(layout.lidar_static_path, **expect)
+        report("read", 2, 2)
+    timings["read"] = st.dt
+    with _stage("aggregate") as st:
+        cloud: WorldCloud = aggregate(sweep.frames, agg_cfg, progress=lambda d, n: report("aggregate", d, n))
+    timings["aggregate"] = st.dt
+    n_frames = len(sweep.frames)
+    del sweep
+    with _stage("register") as st:
+        report("register", 0, 1)
+        rcfg = RegisterConfig(**{**asdict(cfg.register), "candidates": list(cfg.register.candidates) + [np.eye(4)]})
+        reg = register_static(static.points, cloud.points, rcfg)
+        report("register", 1, 1)
+    timings["register"] = st.dt
+    T_world_static = reg.T_world_static
+    T_camera_world = T_cl @ invert(T_world_static)
+    if cfg.include_static:
+        # the tripod frame sees exactly what the camera sees: add it to the world cloud
+        sp = static.points[static.ranges > agg_cfg.min_range_m]
+        Ts = T_world_static.astype(np.float32)
+        cloud.points = np.concatenate([cloud.points, sp @ Ts[:3, :3].T + Ts[:3, 3]])
+        cloud.ranges = np.concatenate([cloud.ranges, static.ranges[static.ranges > agg_cfg.min_range_m]])
+    with _stage("cleanup") as st:
+        regions = load_regions(layout.cleanup_path)
+        keep, removed = cleanup_mask(cloud.points, regions, T_camera_world, K, (W, H), invert(T_world_static))
+        points = cloud.points[keep] if regions else cloud.points
+        ranges = cloud.ranges[keep] if regions else cloud.ranges
+    timings["cleanup"] = st.dt
+    with _stage("project") as st:
+        report("project", 0, 1)
+        R = T_camera_world[:3, :3].astype(np.float32)
+        pc = points @ R.T + T_camera_world[:3, 3].astype(np.float32)
+        depth = zbuffer(pc, K, W, H, radius, mode=cfg.splat_mode, band_m=cfg.band_m,
+                         occlusion_radius_px=cfg.occlusion_radius_px, smooth_radius_px=cfg.smooth_radius_px)
+        del pc
+        report("project", 1, 1)
+    timings["project"] = st.dt
+    summary = BuildSummary(
+        scene=scene,
+        mode=mode,
+        depth=depth,
+        K=K,
+        frames=n_frames,
+        points=int(len(points)),
+        fitness=reg.fitness,
+        rmse_m=reg.rmse_m,
+        coverage=float((depth > 0).mean()),
+        timings_s=timings,
+        T_camera_world=T_camera_world,
+        T_world_static=T_world_static,
+        warnings=warnings,
+        stats={"aggregate": cloud.stats, "cleanup_removed": removed, "ransac_fitness": reg.ransac_fitness,
+               "splat_radius_px": radius, "splat_mode": cfg.splat_mode, "band_m": cfg.band_m},
+    )
+    with _stage("write") as st:
+        report("write", 0, 1)
+        write_tum(layout.trajectory_path, cloud.times, cloud.poses,
+                  header=f"build-depth ({mode}) T_world_lidar per sweep frame at its mid-frame time (s); world = first sweep frame")
+        if cfg.write_cloud:
+            write_ply(layout.world_cloud_path, points, ranges)
+        timings["write"] = time.perf_counter() - st.t
+        atomic_write_json(layout.build_log_path, json.loads(json.dumps(summary.log_dict(), default=_json_default)))
+        report("write", 1, 1)
+    return summary
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    return str(o)

@@ -1,0 +1,126 @@
+"""Register the static tripod frame to the world cloud: global guess (FPFH + RANSAC, Open3D)
+then coarse-to-fine point-to-plane ICP. Fails with :class:`RegistrationError` when poor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class RegistrationError(RuntimeError):
+    """The static frame could not be registered to the world cloud; the message gives the numbers."""
+
+
+@dataclass
+class RegisterConfig:
+    coarse_voxel_m: float = 0.10
+    fine_voxel_m: float = 0.02
+    ransac_iterations: int = 50_000
+    ransac_confidence: float = 0.999
+    min_fitness: float = 0.6  # fraction of static points with a world point within fine_max_corr_m
+    max_rmse_m: float = 0.03
+    min_coarse_fitness: float = 0.3  # at the coarse voxel level, before the fine ICP
+    fine_max_corr_m: float = 0.05
+    seed: int = 0
+    candidates: list = field(default_factory=list)  # extra 4x4 initial guesses (e.g. a sweep pose)
+
+
+@dataclass
+class RegistrationResult:
+    T_world_static: np.ndarray
+    fitness: float
+    rmse_m: float
+    ransac_fitness: float
+    info: dict = field(default_factory=dict)
+
+
+def _pcd(points, voxel=None, normals=True):
+    import open3d as o3d
+
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
+    if voxel:
+        pc = pc.voxel_down_sample(voxel)
+    if normals:
+        pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=(voxel or 0.05) * 3, max_nn=20))
+    return pc
+
+
+def _fpfh(pc, voxel):
+    import open3d as o3d
+
+    return o3d.pipelines.registration.compute_fpfh_feature(pc, o3d.geometry.KDTreeSearchParamHybrid(radius=voxel * 5, max_nn=100))
+
+
+def register_static(static_points: np.ndarray, world_points: np.ndarray, config: RegisterConfig | None = None) -> RegistrationResult:
+    """T_world_static aligning the tripod frame (sensor frame points, m) to the world cloud (m)."""
+    import open3d as o3d
+
+    cfg = config or RegisterConfig()
+    reg = o3d.pipelines.registration
+    if len(static_points) < 100:
+        raise RegistrationError(f"register: static frame has only {len(static_points)} points")
+    if len(world_points) < 100:
+        raise RegistrationError(f"register: world cloud has only {len(world_points)} points")
+    o3d.utility.random.seed(cfg.seed)
+    vc = cfg.coarse_voxel_m
+    src_c = _pcd(static_points, vc)
+    tgt_c = _pcd(world_points, vc)
+    src_f, tgt_f = _fpfh(src_c, vc), _fpfh(tgt_c, vc)
+    ransac = reg.registration_ransac_based_on_feature_matching(
+        src_c,
+        tgt_c,
+        src_f,
+        tgt_f,
+        True,
+        vc * 1.5,
+        reg.TransformationEstimationPointToPoint(False),
+        3,
+        [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9), reg.CorrespondenceCheckerBasedOnDistance(vc * 1.5)],
+        reg.RANSACConvergenceCriteria(cfg.ransac_iterations, cfg.ransac_confidence),
+    )
+    guesses = [np.asarray(ransac.transformation)] + [np.asarray(c, dtype=float) for c in cfg.candidates]
+    # refine every guess at the coarse level, keep the best, then refine it coarse-to-fine
+    best = None
+    for T in guesses:
+        for d in (vc * 2, vc):
+            r = reg.registration_icp(src_c, tgt_c, d, T, reg.TransformationEstimationPointToPlane(), reg.ICPConvergenceCriteria(1e-8, 1e-8, 40))
+            T = np.asarray(r.transformation)
+        if best is None or r.fitness > best[1].fitness + 1e-6 or (abs(r.fitness - best[1].fitness) < 1e-6 and r.inlier_rmse < best[1].inlier_rmse):
+            best = (T, r)
+    T = best[0]
+    if best[1].fitness < cfg.min_coarse_fitness:
+        raise RegistrationError(
+            f"register: no global match of the static frame in the world cloud: coarse fitness {best[1].fitness:.3f} "
+            f"(need >= {cfg.min_coarse_fitness}), RANSAC fitness {ransac.fitness:.3f}"
+        )
+    # fine map: world points near the static frame's footprint only
+    st_w = np.asarray(static_points, dtype=np.float64) @ T[:3, :3].T + T[:3, 3]
+    lo, hi = st_w.min(0) - 0.5, st_w.max(0) + 0.5
+    wp = np.asarray(world_points)
+    wp = wp[np.all((wp >= lo) & (wp <= hi), axis=1)]
+    try:
+        import small_gicp
+    except ImportError:
+        small_gicp = None
+    if small_gicp is not None:
+        for d in (cfg.fine_max_corr_m * 2, cfg.fine_max_corr_m):
+            g = small_gicp.align(np.asarray(wp, np.float64), np.asarray(static_points, np.float64), T, registration_type="GICP",
+                                 downsampling_resolution=cfg.fine_voxel_m, max_correspondence_distance=d, num_threads=2,
+                                 max_iterations=60, rotation_epsilon=1e-6, translation_epsilon=1e-6)
+            T = np.asarray(g.T_target_source)
+        tgt_m = _pcd(wp, cfg.fine_voxel_m / 2, normals=False)
+    else:
+        tgt_m = _pcd(wp, cfg.fine_voxel_m)
+        src_m = _pcd(static_points, cfg.fine_voxel_m, normals=False)
+        for d in (cfg.fine_max_corr_m * 2, cfg.fine_max_corr_m):
+            r = reg.registration_icp(src_m, tgt_m, d, T, reg.TransformationEstimationPointToPlane(), reg.ICPConvergenceCriteria(1e-8, 1e-8, 60))
+            T = np.asarray(r.transformation)
+    r = reg.evaluate_registration(_pcd(static_points, normals=False), tgt_m, cfg.fine_max_corr_m, T)
+    result = RegistrationResult(T, float(r.fitness), float(r.inlier_rmse), float(ransac.fitness), {"guesses": len(guesses)})
+    if r.fitness < cfg.min_fitness or r.inlier_rmse > cfg.max_rmse_m:
+        raise RegistrationError(
+            f"register: static frame does not match the world cloud: fitness {r.fitness:.3f} (need >= {cfg.min_fitness}), "
+            f"RMSE {1000 * r.inlier_rmse:.1f} mm (need <= {1000 * cfg.max_rmse_m:.0f} mm)"
+        )
+    return result
