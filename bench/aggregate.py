@@ -102,6 +102,7 @@ def run_method(method: str, root: Path, scene: str, n_frames: int) -> dict:
         agg = s.stats["aggregate"]
         out.update(frames=s.frames, seconds=s.timings_s["aggregate"], seconds_read=s.timings_s["read"],
                    seconds_registration=agg["seconds_registration"], seconds_density_and_accumulate=agg["seconds"] - agg["seconds_registration"],
+                   seconds_density=agg.get("seconds_density"), seconds_accumulate=agg.get("seconds_accumulate"),
                    points=agg["points"], timings=s.timings_s, static_fitness=s.fitness, static_rmse_m=s.rmse_m)
         te, Pe = read_tum(L.trajectory_path)
         out["times"], poses = te, Pe

@@ -1,6 +1,6 @@
 """bench/density: exact adaptive-radius density filter on 20M points (target <= 15 s on 2 cores).
 
-    .venv/bin/python bench/density.py [--points 20000000] [--ply scenes/x/work/world_cloud.ply]
+    .venv/bin/python bench/density.py [--points 20000000] [--ply scenes/x/work/world_cloud.ply] [--backend numba|scipy]
 
 Synthetic room surfaces with noise and outliers (or a world_cloud.ply written by build-depth:
 float x y z range); checks exactness against scipy's k=8 KNN on a random subset of points.
@@ -53,10 +53,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--points", type=int, default=20_000_000)
     ap.add_argument("--ply", type=Path, default=None)
+    ap.add_argument("--backend", default="auto", choices=["auto", "numba", "scipy"])
+    ap.add_argument("--workers", type=int, default=-1)
     a = ap.parse_args()
     P, r = read_ply(a.ply) if a.ply else room(a.points)
+    if a.backend != "scipy":  # compile outside the timing (numba caches it on disk after the first run)
+        density_filter(P[:1000], r[:1000], ALPHA, K_NEIGHBOURS, backend=a.backend)
     t = time.perf_counter()
-    keep, stats = density_filter(P, r, ALPHA, K_NEIGHBOURS, return_stats=True)
+    keep, stats = density_filter(P, r, ALPHA, K_NEIGHBOURS, workers=a.workers, return_stats=True, backend=a.backend)
     dt = time.perf_counter() - t
     idx = np.random.default_rng(1).choice(len(P), 20000, replace=False)
     d, _ = cKDTree(P).query(P[idx], k=K_NEIGHBOURS + 1, workers=-1)

@@ -49,6 +49,23 @@ def test_fast_mode_trajectory(sweep):
     assert np.median(d) < 0.01 and wc.stats["density_removed"] >= 0
 
 
+def test_refined_deskew_velocity_beats_lagging_prior():
+    # fast, accelerating hand-held motion: deskewing with the previous frame's velocity leaves the
+    # frames skewed; re-estimating the velocity after registration (refine_deskew) fixes it
+    sw = make_sweep(12, seed=5, n_beams=32, n_cols=512, amplitude=3.0, t_start=1.0)
+    cfg = dict(density_filter=False, reg_stride=1, keyframe_m=0.0, keyframe_deg=0.0)
+    lag = ate_mm(aggregate(sw.frames, AggregateConfig(refine_deskew=False, **cfg)).poses, sw.poses)
+    ref = ate_mm(aggregate(sw.frames, AggregateConfig(refine_deskew=True, **cfg)).poses, sw.poses)
+    assert ref < 0.8 * lag and ref < 3.0, (ref, lag)
+
+
+@pytest.mark.parametrize("registration", ["gicp"])
+def test_fast_mode_gicp_keyframe_map(sweep, registration):
+    wc = aggregate(sweep.frames[:12], AggregateConfig(registration=registration, density_filter=False))
+    assert 0 < wc.stats["map_updates"] < 12  # keyframes only, not every frame
+    assert ate_mm(wc.poses, sweep.poses[:12]) < 2.5
+
+
 def test_fast_at_least_as_accurate_as_paper(sweep):
     frames, poses = sweep.frames[:8], sweep.poses[:8]
     # alpha scaled up: these 64-beam frames are ~4x sparser than an OS0-128 sweep
