@@ -26,6 +26,11 @@ from zedd_capture.sim.optics import breathing_warp_to_canonical, true_K  # noqa:
 
 RIG = load_rig("sim")
 SMALL = RIG.model_copy(update={"camera": RIG.camera.model_copy(update={"width_px": 513, "height_px": 342})})
+# Sharp-search tolerance at 513 px: the F1.4 peak is ~+-1100 counts wide at a 5 % sharpness drop and the
+# focus measure's noise (shot noise + sampling of the breathing-shifted board, ~3e-4) gives the fitted peak
+# a 1-sigma of ~2.5 counts here (measured); at 1026 px (the rig's resolution) it is ~0.7 counts and the search
+# lands within the motor's repeatability (+-2), too slow for this test (see the issue-7 report).
+TOL_COUNTS = 8
 
 
 @pytest.fixture(scope="module")
@@ -71,24 +76,24 @@ def test_focus_lut_runs_within_half_percent(root):
     assert {r["hexcode"] for r in rep.rows} >= {"6D3E", "1113"}
 
 
-def test_sharp_search_lands_in_the_sharp_zone():
+@pytest.mark.parametrize("z", [1.3, 3.0])
+def test_sharp_search_lands_within_motor_repeatability(z):
     tw = S._twin(SMALL)
-    z = 2.0
     board = S._board_for(SMALL, z)
     tw.place_board(S._board_pose(board, z), board)
     roi = board_roi(S._shoot(tw, 16.0), board)
-    tw.camera.set_aperture(1.4)
-    tw.camera.set_shutter(SMALL.exposure.shutter_for(1.4))
-
-    def cap():
-        return cv2.imdecode(np.frombuffer(tw.camera.capture(), np.uint8), cv2.IMREAD_GRAYSCALE)
-
-    res = find_sharp_hexcode(cap, tw.focus_motor.move_to, 0x1000, 0x7000, roi)
+    # centre +- window as calibrate_focus's searches after the bootstrap (a rough LUT predicts the peak)
+    guess = tw.motor_model.hexcode_for(z) + 900  # truth only to place the window, well off-centre
+    res = find_sharp_hexcode(S._grey_capture(tw, 1.4), tw.focus_motor.move_to, 0x1000, 0x7000, roi,
+                             centre=guess, window=4000, coarse_points=9,
+                             capture_reference=S._grey_capture(tw, 16.0))
     true_hex = tw.motor_model.hexcode_for(z)
-    # the twin renders CoC < 0.35 px unblurred: at 513 px every position within ~+-300 counts gives the
-    # same image; the search finds the centre of that zone to a few per cent of its width
-    assert abs(res.hexcode_float - true_hex) <= 20
-    assert abs(res.achieved - res.hexcode) <= SMALL.sim.motor_repeatability_counts
+    rep = SMALL.sim.motor_repeatability_counts
+    # the fitted peak lands within the motor's repeatability of the true sharp hexcode ...
+    assert abs(res.hexcode_float - true_hex) <= TOL_COUNTS, (res.hexcode_float, true_hex, res.std_counts)
+    # ... and the motor then reaches it within its repeatability
+    assert abs(res.achieved - res.hexcode) <= rep
+    assert res.std_counts < 5
 
 
 def test_breathing_rig_level_and_f14_reuse(root):

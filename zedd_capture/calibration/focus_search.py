@@ -2,10 +2,14 @@
 
 Sharp search ("go beyond the paper"): drive the focus motor over a window, measure a
 contrast-normalised gradient-energy focus measure on the board region of each image, zoom in
-around the peak, then bisect both edges of the peak's (flat) top and take their midpoint.
-Positions are the ones the motor reports back (the motor's repeatability does not bias the
-estimate). The midpoint is symmetric in the motor axis, which is not linear in diopters: where the
-motor curve bends, the estimate is off by ~h''(P) delta^2 / 2 (delta = half depth of field).
+around the peak, then step the motor across the top of the peak and fit it: a quartic in motor
+counts over the positions whose sharpness is within a few per cent of the top; the estimate is the
+fit's stationary point. Sharpness is an even function of the defocus in diopters, and the motor is
+locally a smooth curve in diopters, so the odd (cubic) term absorbs the motor curve's local bend
+that biases a symmetric parabola fit by ~0.3 (h''/h') W^2. With a reference capture (same motor
+position, small aperture: F/16) the measure is the ratio wide / reference, which cancels the lens
+breathing (the board's magnification changes with focus and tilts a plain measure by ~10 counts).
+Positions are the ones the motor reports back (the motor's repeatability does not bias the estimate).
 
 Board distance (the LUT value) for a sharp hexcode h: the board stays where it is, image I0 at h.
 
@@ -71,6 +75,8 @@ class SharpSearch:
     achieved: int  # position read back after the final move to ``hexcode``
     samples: list[tuple[int, float]] = field(default_factory=list)  # (achieved position, focus measure)
     half_width: float = float("nan")  # half width at half height of the focus peak (counts)
+    std_counts: float = float("nan")  # 1-sigma of ``hexcode_float`` from the peak fit's residuals
+    fit_window: tuple[float, float] = (float("nan"), float("nan"))  # motor range of the peak fit (counts)
 
     @property
     def captures(self) -> int:
@@ -101,6 +107,39 @@ def _half_width(h: np.ndarray, m: np.ndarray) -> tuple[float, float]:
     return 0.5 * (left + right), max(0.5 * (right - left), 1.0)
 
 
+def fit_peak(h: np.ndarray, m: np.ndarray, degree: int = 4) -> tuple[float, float, np.ndarray]:
+    """Stationary point of a least-squares polynomial (``degree``) through (h, m) nearest the best sample.
+
+    Returns (peak position, its 1-sigma from the residuals (delta method), coefficients over the
+    normalised abscissa (h - centre) / scale). Raises CalibrationError when the fit has no maximum there.
+    """
+    h = np.asarray(h, float)
+    m = np.asarray(m, float)
+    if len(h) < degree + 3:
+        raise CalibrationError(f"sharp search: {len(h)} samples on the focus peak, need >= {degree + 3}")
+    c0, sc = 0.5 * (h.min() + h.max()), 0.5 * (h.max() - h.min()) or 1.0
+    x = (h - c0) / sc
+    V = np.vander(x, degree + 1)
+    coef, *_ = np.linalg.lstsq(V, m, rcond=None)
+    dcoef = np.polyder(coef)
+    roots = np.roots(dcoef)
+    roots = roots[(np.abs(roots.imag) < 1e-9) & (np.abs(roots.real) <= 1.0)].real
+    roots = roots[np.polyval(np.polyder(dcoef), roots) < 0]  # maxima only
+    if len(roots) == 0:
+        raise CalibrationError("sharp search: the focus measure has no maximum inside the fitted window")
+    x_best = x[np.argmax(m)]
+    xr = float(roots[np.argmin(np.abs(roots - x_best))])
+    # delta method: d(root)/d(coef) = -(d p'(xr)/d coef) / p''(xr)
+    res = m - V @ coef
+    dof = max(len(m) - degree - 1, 1)
+    cov = np.linalg.pinv(V.T @ V) * float(res @ res) / dof
+    n = degree + 1
+    g = np.array([(n - 1 - k) * xr ** (n - 2 - k) if k < n - 1 else 0.0 for k in range(n)])
+    g = -g / np.polyval(np.polyder(dcoef), xr)
+    sd = float(np.sqrt(max(g @ cov @ g, 0.0)))
+    return c0 + sc * xr, sc * sd, coef
+
+
 def find_sharp_hexcode(
     capture: CaptureFn,
     move_to: Callable[[int], int],
@@ -108,26 +147,37 @@ def find_sharp_hexcode(
     hi: int,
     roi: tuple[int, int, int, int] | None = None,
     coarse_points: int = 17,
-    level_frac: float = 0.004,
-    tol_counts: float = 2.0,
     centre: float | None = None,
     window: float | None = None,
     progress: Callable[[str], None] | None = None,
     precise: bool = True,
+    capture_reference: CaptureFn | None = None,
+    fit_drop: float = 0.05,
+    fit_points: int = 25,
+    reference_every: int = 3,
 ) -> SharpSearch:
     """Find the motor position where the board region is sharpest.
 
     Coarse sweep over [lo, hi] (or ``centre`` +- ``window``), shifting the window when the peak
-    sits at its edge; zoom to the peak's flanks;
-    the estimate is the midpoint of the two edges of the peak's top (bisected crossings of a level
-    ``level_frac`` below the maximum). ``precise=False`` stops after the zoom (half-width centre).
+    sits at its edge; zoom to the peak's flanks (``precise=False`` stops here: half-width centre).
+    Fine stage: a parabola through the top samples gives the peak's curvature, from which the window
+    whose sharpness drops by at most ``fit_drop`` (relative) is sampled at ``fit_points`` positions
+    (re-centred once on the first estimate); the estimate is the maximum of a quartic fitted there.
+    ``capture_reference`` (same motor position, small aperture: its sharpness hardly changes over the
+    window) is shot at every ``reference_every``-th fine position; the wide measure is divided by a
+    quadratic fitted to it, which removes the lens-breathing magnification tilt (~10 counts) without
+    adding the reference's own noise.
     """
     samples: list[tuple[int, float]] = []
     lo, hi = int(lo), int(hi)
 
-    def take(h: float) -> None:
+    refs: list[tuple[int, float]] = []  # (position, reference measure) in the fine stage
+
+    def take(h: float, reference: bool = False) -> None:
         a = int(move_to(int(np.clip(round(h), 0, 0xFFFF))))
         samples.append((a, focus_measure(capture(), roi)))
+        if reference and capture_reference is not None:
+            refs.append((a, focus_measure(capture_reference(), roi)))
 
     if centre is None:
         a, b = lo, hi
@@ -157,47 +207,43 @@ def find_sharp_hexcode(
     c, hw = _half_width(hs, ms)
     if not precise:
         return SharpSearch(c, int(round(c)), int(samples[-1][0]), samples, hw)
-    # edges of the top of the peak: bisect the crossings of a level just below the maximum on both sides
-    near = np.abs(hs - c) <= 2.5 * hw
-    top = float(np.median(np.sort(ms[near])[-3:]))
-    level = top * (1.0 - level_frac)
-    peak_h = float(hs[near][np.argmax(ms[near])])
-    # make sure the top is sampled: a few positions across the central part of the peak
-    for h in np.linspace(c - 0.4 * hw, c + 0.4 * hw, 5):
+    # fine: curvature of the top from a parabola over the central part of the peak
+    for h in np.linspace(c - 0.5 * hw, c + 0.5 * hw, 7):
         take(h)
     hs, ms = _curve(samples)
-    near = np.abs(hs - c) <= 2.5 * hw
-    top = float(np.median(np.sort(ms[near])[-3:]))
-    level = top * (1.0 - level_frac)
-    peak_h = float(np.median(hs[near][np.argsort(ms[near])[-3:]]))
-    crossings = []
-    for side in (-1, 1):
+    near = np.abs(hs - c) <= 0.6 * hw
+    if near.sum() < 5:
+        raise CalibrationError("sharp search: too few samples on the focus peak")
+    q = np.polyfit(hs[near] - c, ms[near], 2)
+    if q[0] >= 0:
+        raise CalibrationError("sharp search: the focus measure has no peak (is the board in view and lit?)")
+    centre_est = float(np.clip(c - q[1] / (2 * q[0]), c - 0.5 * hw, c + 0.5 * hw))
+    top = float(np.polyval(q, centre_est - c))
+    w_fit = float(np.clip(np.sqrt(fit_drop * top / -q[0]), 4.0, 0.8 * hw))
+    est = sd = float("nan")
+    for it in range(2):
+        n_fit = fit_points if it == 0 else fit_points // 2
+        for j, h in enumerate(np.linspace(centre_est - w_fit, centre_est + w_fit, n_fit)):
+            take(h, reference=j % reference_every == 0 or j == n_fit - 1)
         hs, ms = _curve(samples)
-        inside = [h for h, m in zip(hs, ms) if m >= level and side * (h - peak_h) >= 0]
-        outside = [h for h, m in zip(hs, ms) if m < level and side * (h - peak_h) > 0]
-        if not outside:
-            raise CalibrationError("sharp search: focus peak not bracketed (the board never blurs on one side)")
-        h_out = min(outside, key=lambda h: abs(h - peak_h))
-        h_in = max([h for h in inside if side * (h_out - h) > 0], key=lambda h: side * h)
-        for _ in range(16):
-            if abs(h_out - h_in) <= tol_counts:
-                break
-            mid = 0.5 * (h_in + h_out)
-            take(mid)
-            a_pos, m = samples[-1]
-            if side * (a_pos - h_in) <= 0 or side * (h_out - a_pos) <= 0:
-                continue  # the motor landed outside the bracket (repeatability); retry
-            if m >= level:
-                h_in = a_pos
-            else:
-                h_out = a_pos
-        crossings.append(0.5 * (h_in + h_out))
-    est = 0.5 * (crossings[0] + crossings[1])
+        sel = np.abs(hs - centre_est) <= w_fit + 0.5
+        mf = ms[sel]
+        if len(refs) >= 3:  # divide by the smoothed small-aperture measure: cancels the breathing tilt
+            rh, rm = _curve(refs)
+            rc = np.polyfit(rh - centre_est, rm, min(2, len(rh) - 2))
+            mf = mf / np.polyval(rc, hs[sel] - centre_est)
+        est, sd, _ = fit_peak(hs[sel], mf)
+        if progress:
+            progress(f"peak fit: {est:.1f} +- {sd:.1f} counts over {centre_est - w_fit:.0f}..{centre_est + w_fit:.0f}")
+        if abs(est - centre_est) <= 0.1 * w_fit:
+            break
+        centre_est = est  # re-centre (the fit window should be symmetric about the peak)
+        refs.clear()
     final = int(round(est))
     achieved = int(move_to(final))
     if progress:
-        progress(f"sharp at {est:.1f} (top of the peak {crossings[0]:.0f}..{crossings[1]:.0f})")
-    return SharpSearch(est, final, achieved, samples, hw)
+        progress(f"sharp at {est:.1f} +- {sd:.1f} counts ({len(samples)} positions)")
+    return SharpSearch(est, final, achieved, samples, hw, sd, (centre_est - w_fit, centre_est + w_fit))
 
 
 # --- board distance at a sharp hexcode ------------------------------------------------------------

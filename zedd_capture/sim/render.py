@@ -166,10 +166,53 @@ def _quantise(d: float) -> float:
     return float(np.exp(np.round(np.log(d) / 0.0025) * 0.0025))
 
 
+_SMALL_DISK_PX = 0.35  # below this the pixel-sampled disk degenerates; use a 3-tap kernel of the same variance
+_GRID_PX = 1.0 / 64  # linear kernel grid below _BIN_LINEAR_UNTIL_PX
+
+
+@lru_cache(maxsize=1024)
+def _small_blur_kernel(diameter_px: float) -> np.ndarray:
+    """3x3 separable kernel [v/2, 1 - v, v/2]^2 with per-axis variance v = d^2 / 16 (a uniform disk's)."""
+    v = diameter_px**2 / 16.0
+    t = np.array([v / 2, 1.0 - v, v / 2])
+    return np.outer(t, t)
+
+
+def _grid_kernel(q: float) -> np.ndarray:
+    return _small_blur_kernel(q) if q < _SMALL_DISK_PX else disk_kernel(q).astype(np.float64)
+
+
+def _pad_to(k: np.ndarray, n: int) -> np.ndarray:
+    p = (n - len(k)) // 2
+    return np.pad(k, p) if p > 0 else k
+
+
+def small_defocus_kernel(diameter_px: float) -> np.ndarray:
+    """PSF of a small defocus (``diameter_px`` < 4 px), continuous in the diameter.
+
+    Blends the kernels of the two neighbouring 1/64 px grid diameters with the weight that makes the
+    per-axis second moment exactly ``d^2 / 16`` (the uniform disk's), so image sharpness changes
+    smoothly with focus down to d = 0 (3-tap kernels below 0.35 px, sampled disks above).
+    """
+    d = max(float(diameter_px), 0.0)
+    i = int(np.floor(d / _GRID_PX))
+    q0, q1 = i * _GRID_PX, (i + 1) * _GRID_PX
+    t = (d * d - q0 * q0) / (q1 * q1 - q0 * q0)
+    k0, k1 = _grid_kernel(q0), _grid_kernel(q1)
+    n = max(len(k0), len(k1))
+    k = (1.0 - t) * _pad_to(k0, n) + t * _pad_to(k1, n)
+    return k.astype(np.float32)
+
+
 def _blur(img: np.ndarray, diameter: float) -> np.ndarray:
-    """Blur (h, w, C) float32 with a disk; large disks run on a downsampled copy."""
-    if diameter < 0.35:
+    """Blur (h, w, C) float32 with a disk of ``diameter`` px; large disks run on a downsampled copy.
+
+    Diameters below 4 px use :func:`small_defocus_kernel` (continuous in d, exact second moment; only
+    d == 0 leaves the image untouched)."""
+    if diameter <= 0.0:
         return img
+    if diameter < _BIN_LINEAR_UNTIL_PX:
+        return cv2.filter2D(img, -1, small_defocus_kernel(diameter), borderType=cv2.BORDER_CONSTANT)
     s = int(diameter // _MAX_KERNEL_PX)
     h, w = img.shape[:2]
     if s >= 2 and min(h, w) >= 4 * s:
