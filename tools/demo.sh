@@ -8,8 +8,8 @@ mkdir -p "$ROOT"
 step() { echo; echo "=== $*"; }
 start=$(date +%s)
 step "1/6 rig";                 "$ZEDD" rig show sim
-step "2/6 calibration";         "$ZEDD" calibrate-focus --root "$ROOT"
-                                "$ZEDD" calibrate-intrinsics --root "$ROOT"
+step "2/6 calibration";         "$ZEDD" calibrate-intrinsics --root "$ROOT"   # first: focus and extrinsic use it
+                                "$ZEDD" calibrate-focus --root "$ROOT"
                                 "$ZEDD" calibrate-breathing --root "$ROOT"
                                 "$ZEDD" calibrate-extrinsics --root "$ROOT"
 step "3/6 capture $SCENE";      "$ZEDD" capture --scene "$SCENE" --root "$ROOT" --yes

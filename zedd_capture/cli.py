@@ -5,6 +5,7 @@ Stage modules are imported inside each command so `zedd --help` and `zedd valida
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -22,8 +23,9 @@ app = typer.Typer(
 )
 rig_app = typer.Typer(help="Inspect rig definitions.", no_args_is_help=True)
 app.add_typer(rig_app, name="rig")
-console = Console()
-err_console = Console(stderr=True)
+# piped output (CI logs, `make demo | tee`) gets a wide console so stage tables are not truncated
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 RootOpt = typer.Option(Path("."), "--root", help="Folder holding scenes/<scene>/ and calibration/<rig>/.")
 RigOpt = typer.Option(None, "--rig", help="Rig YAML path or name of a rig in rigs/ (default: the simulated rig).")

@@ -50,6 +50,21 @@ def _table(rows: dict | list, header: tuple[str, ...] = ("quantity", "value")) -
     return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + f"</tr>{body}</table>"
 
 
+def _calibration_tables(report: dict) -> str:
+    """A calibration report (``{"rows": [...], "summary": {...}}``) as two HTML tables."""
+    rows = report.get("rows") or []
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    out = ""
+    if rows:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows)
+        out += f"<table><tr>{head}</tr>{body}</table>"
+    summary = report.get("summary") or {}
+    if summary:
+        out += "<p></p>" + _table({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in summary.items()})
+    return out
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.5g}"
@@ -132,7 +147,8 @@ def collect_numbers(rig: Rig, root: Path, scene: str, eval_dir: Path | None = No
         if cal.extrinsic_path.is_file() and (truth / "extrinsic.txt").is_file():
             acc["extrinsic"] = accuracy.extrinsic_accuracy(cal.extrinsic_path, truth / "extrinsic.txt")
         if lay.trajectory_path.is_file() and (truth / "trajectory.tum").is_file():
-            acc["trajectory"] = accuracy.trajectory_accuracy(lay.trajectory_path, truth / "trajectory.tum")
+            acc["trajectory"] = accuracy.trajectory_accuracy(
+                lay.trajectory_path, next(p for p in (truth / "trajectory_dense.tum", truth / "trajectory.tum") if p.is_file()))
         out["accuracy"] = acc
     eval_dir = eval_dir or lay.scene_dir / "eval"
     scores = {}
@@ -199,7 +215,7 @@ def build_report(rig: Rig, root: Path, scene: str, eval_dir: Path | None = None)
         for p in sorted(CalibrationLayout(root, rig.name).report_dir.glob("*.png"))
     )
     section("Calibration", cal_plots + "".join(
-        f"<h3>{html.escape(k)}</h3><pre>{html.escape(json.dumps(v, indent=1)[:4000])}</pre>" for k, v in cal.items()
+        f"<h3>{html.escape(k)}</h3>{_calibration_tables(v)}" for k, v in cal.items()
     ) or "<p>no calibration reports</p>")
     section("Coverage", _table(numbers.get("coverage", {})) if "coverage" in numbers else "<p>no depth map</p>")
     rows = summary_rows(numbers)
@@ -212,7 +228,7 @@ def build_report(rig: Rig, root: Path, scene: str, eval_dir: Path | None = None)
             if scores else "<p>no model scores (run zedd eval-model)</p>")
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ZEDD report " + html.escape(scene) + "</title>"
             "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}img{max-width:100%;margin:4px}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+            "table{border-collapse:collapse;display:block;overflow-x:auto;max-width:100%}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
             "section{margin-bottom:2em}</style></head><body>" + "".join(parts) + "</body></html>")
     html_path, json_path = lay.report_dir / "index.html", lay.report_dir / "report.json"
     atomic_write_text(html_path, page)
