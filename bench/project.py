@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/project.py [--points 20000000]
 
-Reports the paper's plain splat (nearest per pixel + disc erosion) and the default front-surface
-averaged z-buffer, and checks the plain splat against a brute-force disc splat on a 1% subset.
+Reports the paper's plain splat (nearest per pixel + disc erosion), the default front-surface
+averaged z-buffer, the earlier edge-preserving smoothing and build-depth's settings (local plane fit,
+per-pixel noise), and checks the plain splat against a brute-force disc splat on a 1% subset.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def main() -> None:
     pts = scene_points(a.points)
     out = {"points": a.points, "size": [W, H], "radius_px": r}
     variants = (("paper_splat", dict(mode="splat", band_m=None)), ("default_fill_band", dict()),
-                ("build_depth_settings", dict(occlusion_radius_px=8, smooth_radius_px=1)))
+                ("smooth_r1", dict(occlusion_radius_px=8, smooth_radius_px=1)),
+                # pipeline.BuildConfig defaults: local plane fit with per-pixel noise, plane-read fill
+                ("build_depth_settings", dict(occlusion_radius_px=8, plane_radius_px=2, band_rel=0.01,
+                                              adaptive_noise=True)))
     for name, kw in variants:
         zbuffer(pts[:100_000], K, W, H, r, **kw)
         ts = []

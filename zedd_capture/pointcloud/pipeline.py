@@ -44,8 +44,13 @@ class BuildConfig:
     splat_radius_px: int | None = None  # None: rig.depth_map.splat_radius_px
     splat_mode: str = "fill"
     band_m: float | None = 0.05
+    band_rel: float = 0.01  # + this fraction of the depth: the front band widens with the range noise of far surfaces
     occlusion_radius_px: int = 8
-    smooth_radius_px: int = 1
+    smooth_radius_px: int = 0  # superseded by the local plane fit (plane_radius_px)
+    plane_radius_px: int = 2  # per-pixel plane fit over this neighbourhood, read at the pixel-centre ray
+    plane_iterations: int = 3
+    range_noise_m: float = 0.01  # lidar range noise (1 sigma): point selection / edge gates of the plane fit
+    adaptive_noise: bool = True  # per-pixel noise measured from the plane-fit residuals (far / weak returns are noisier)
     edge_jump_m: float | None = 0.1  # drop mixed pixels at depth edges (see io.depth_edges)
     max_frames: int | None = None
     write_cloud: bool = True
@@ -188,8 +193,10 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         report("project", 0, 1)
         R = T_camera_world[:3, :3].astype(np.float32)
         pc = points @ R.T + T_camera_world[:3, 3].astype(np.float32)
-        depth = zbuffer(pc, K, W, H, radius, mode=cfg.splat_mode, band_m=cfg.band_m,
-                         occlusion_radius_px=cfg.occlusion_radius_px, smooth_radius_px=cfg.smooth_radius_px)
+        depth = zbuffer(pc, K, W, H, radius, mode=cfg.splat_mode, band_m=cfg.band_m, band_rel=cfg.band_rel,
+                         occlusion_radius_px=cfg.occlusion_radius_px, smooth_radius_px=cfg.smooth_radius_px,
+                         plane_radius_px=cfg.plane_radius_px, plane_iterations=cfg.plane_iterations,
+                         noise_m=cfg.range_noise_m, adaptive_noise=cfg.adaptive_noise)
         del pc
         report("project", 1, 1)
     timings["project"] = st.dt
@@ -208,7 +215,8 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         T_world_static=T_world_static,
         warnings=warnings,
         stats={"aggregate": cloud.stats, "cleanup_removed": removed, "ransac_fitness": reg.ransac_fitness,
-               "splat_radius_px": radius, "splat_mode": cfg.splat_mode, "band_m": cfg.band_m},
+               "splat_radius_px": radius, "splat_mode": cfg.splat_mode, "band_m": cfg.band_m,
+               "band_rel": cfg.band_rel, "adaptive_noise": cfg.adaptive_noise},
     )
     with _stage("write") as st:
         report("write", 0, 1)

@@ -25,19 +25,48 @@ def disc_kernel(radius_px: int) -> np.ndarray:
     return (x * x + y * y <= r * r + 1e-9).astype(np.uint8)
 
 
-def project_points(points_cam: np.ndarray, K: np.ndarray, width: int, height: int, near_m: float = 0.05):
-    """Pixel index (flat, v * width + u) and depth z (m) of the points that land in the image."""
+def project_points(points_cam: np.ndarray, K: np.ndarray, width: int, height: int, near_m: float = 0.05,
+                   subpixel: bool = False, weights: np.ndarray | None = None):
+    """Pixel index (flat, v * width + u) and depth z (m) of the points that land in the image.
+
+    subpixel=True also returns (du, dv): each point's offset (px, in [-0.5, 0.5]) from its pixel's centre.
+    weights (N,): also returns the weights of the points that land in the image (last).
+    """
     p = np.asarray(points_cam)
     z = p[:, 2]
     front = z > near_m
     p = p[front]
     z = z[front].astype(np.float32)
+    w = None if weights is None else np.asarray(weights, dtype=np.float32)[front]
     inv = np.float32(1.0) / z
-    u = np.rint(p[:, 0] * inv * np.float32(K[0, 0]) + np.float32(K[0, 2]) + np.float32(K[0, 1]) * p[:, 1] * inv)
-    v = np.rint(p[:, 1] * inv * np.float32(K[1, 1]) + np.float32(K[1, 2]))
+    uf = p[:, 0] * inv * np.float32(K[0, 0]) + np.float32(K[0, 2]) + np.float32(K[0, 1]) * p[:, 1] * inv
+    vf = p[:, 1] * inv * np.float32(K[1, 1]) + np.float32(K[1, 2])
+    u, v = np.rint(uf), np.rint(vf)
     inside = (u >= 0) & (u <= width - 1) & (v >= 0) & (v <= height - 1)
     lin = v[inside].astype(np.int64) * width + u[inside].astype(np.int64)
-    return lin, z[inside]
+    out = (lin, z[inside])
+    if subpixel:
+        out += ((uf - u)[inside].astype(np.float32), (vf - v)[inside].astype(np.float32))
+    if w is not None:
+        out += (w[inside],)
+    return out
+
+
+def view_weights(points_cam: np.ndarray, origins_cam: np.ndarray, power: float = 2.0, floor: float = 0.05) -> np.ndarray:
+    """(N,) float32 weight of each point for the camera at the origin: cos(angle between the directions
+    from the point to the sensor that measured it and to the camera) ** ``power``, at least ``floor``.
+
+    A point seen from the far side (angle near or beyond 90 deg) is likely on the back or the hidden
+    flank of a thin object, which projects inside its silhouette behind the visible surface; it keeps
+    the ``floor`` weight so that it still holds a surface no other point sees (a weight of 0 would
+    drop it and let the background show through).
+    """
+    p = np.asarray(points_cam, dtype=np.float32)
+    a = np.asarray(origins_cam, dtype=np.float32) - p
+    num = -np.einsum("ij,ij->i", a, p)
+    den = np.sqrt(np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", p, p)) + np.float32(1e-12)
+    w = np.clip(num / den, 0.0, 1.0) ** np.float32(power)
+    return np.maximum(w, np.float32(floor)).astype(np.float32)
 
 
 def zbuffer(
@@ -59,6 +88,17 @@ def zbuffer(
     smooth_radius_px: int = 0,
     smooth_tol_m: float = 0.02,
     smooth_tol_rel: float = 0.01,
+    plane_radius_px: int = 0,
+    noise_m: float = 0.01,
+    plane_iterations: int = 3,
+    plane_init: Literal["mean", "near"] = "mean",
+    plane_select_k: float = 2.0,
+    plane_gate_k: float = 2.5,
+    plane_gate_rel: float = 0.005,
+    plane_select_hi_k: float | None = None,
+    plane_sigma_px: float | None = None,
+    adaptive_noise: bool = False,
+    point_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Depth map (height, width) float32 metres, 0 where no point lands (after splatting).
 
@@ -73,10 +113,30 @@ def zbuffer(
     smooth_radius_px > 0: each pixel's depth becomes the mean of the front-surface points of the
     pixels within that radius whose depth is within ``smooth_tol_m + smooth_tol_rel * depth`` of
     its own (edge-preserving; unbiased on planes); averages range noise over more points.
+    adaptive_noise: the plane fit measures the noise per pixel (see :func:`fit_local_planes`).
+    point_weights (N,): per-point weights (e.g. :func:`view_weights`); 0 drops the point, the plane fit
+    weights its sums. Pixels without points of their own are filled (``mode="fill"``, plane fit on)
+    with the nearest of the neighbours' planes read at their own centre ray.
+    plane_radius_px > 0 (used instead of smoothing): each pixel's depth is read at its centre ray
+    from a local plane fitted to the front-surface points of the pixels within that radius on the
+    same surface (:func:`fit_local_planes`, ``noise_m`` = lidar range noise, m): unbiased on tilted
+    and curved surfaces and free of points behind the visible surface.
     """
-    lin, z = project_points(points_cam, K, width, height, near_m)
+    wts = None
+    if point_weights is not None:  # zero weight: the point is not used at all
+        keep = np.asarray(point_weights) > 0
+        points_cam = np.asarray(points_cam)[keep]
+        if plane_radius_px > 0:
+            wts = np.asarray(point_weights, dtype=np.float32)[keep]
+    if plane_radius_px > 0 and wts is not None:
+        lin, z, du, dv, wts = project_points(points_cam, K, width, height, near_m, subpixel=True, weights=wts)
+    elif plane_radius_px > 0:
+        lin, z, du, dv = project_points(points_cam, K, width, height, near_m, subpixel=True)
+    else:
+        lin, z = project_points(points_cam, K, width, height, near_m)
     n_px = width * height
     near = np.full(n_px, np.inf, dtype=np.float32)
+    planes = None  # per-pixel inverse-depth planes (A, Gx, Gy) of the plane fit
     if band_m is None or not len(z):
         np.minimum.at(near, lin, z)
         own = near
@@ -111,19 +171,78 @@ def zbuffer(
             own = np.where(c > 0, s / np.maximum(c, 1), own)
             cnt2 = np.where(c > 0, c, cnt2)
         own = np.where(cnt >= need, own, np.inf).astype(np.float32)
-        if smooth_radius_px > 0:
+        if plane_radius_px > 0:
+            init = np.where(np.isfinite(own), near, np.inf) if plane_init == "near" else own
+            own, planes = fit_local_planes(lin[alive], z[alive], du[alive], dv[alive], init, width, height,
+                                           plane_radius_px, noise_m, select_k=plane_select_k, gate_k=plane_gate_k,
+                                           gate_rel=plane_gate_rel, iterations=plane_iterations,
+                                           select_hi_k=plane_select_hi_k, weight_sigma_px=plane_sigma_px,
+                                           adaptive_noise=adaptive_noise, return_planes=True,
+                                           weights=None if wts is None else wts[alive])
+        elif smooth_radius_px > 0:
             sums = np.where(np.isfinite(own), own, 0) * cnt2
             own = _smooth(own.reshape(height, width), sums.reshape(height, width), cnt2.reshape(height, width),
                           smooth_radius_px, smooth_tol_m, smooth_tol_rel).ravel()
     own = own.reshape(height, width)
     if occlusion_radius_px > 0:
+        fitted = own
         own = remove_occluded(own, occlusion_radius_px, occlusion_rel)
-    if splat_radius_px > 0:
+        if planes is not None:  # a replaced pixel takes a fronto-parallel plane at its new depth
+            changed = (own != fitted).ravel()
+            A, Gx, Gy = (a.copy() for a in planes)
+            A[changed] = 1.0 / own.ravel()[changed]
+            Gx[changed] = Gy[changed] = 0.0
+            planes = (A, Gx, Gy)
+    if splat_radius_px > 0 and mode == "fill" and planes is not None:
+        # pixels without points of their own: the nearest of the neighbours' planes read at this
+        # pixel's centre ray (a neighbour's depth itself is one pixel off on a slanted surface)
+        out = np.where(np.isfinite(own), own, _fill_from_planes(planes, width, height, splat_radius_px))
+    elif splat_radius_px > 0:
         splat = cv2.erode(own, disc_kernel(splat_radius_px), borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
         out = splat if mode == "splat" else np.where(np.isfinite(own), own, splat)
     else:
         out = own
     out = np.where(np.isfinite(out), out, 0.0).astype(np.float32)
+    return out
+
+
+def _fill_from_planes(planes: tuple, width: int, height: int, radius: int, tol_rel: float = 0.02) -> np.ndarray:
+    """(H, W) float32 depth: per pixel, the planes of the pixels within ``radius`` (inverse depth
+    A + Gx du + Gy dv about each pixel's centre) read at this pixel's centre ray; the nearest surface
+    wins (as in the splat) and its readings (those within ``tol_rel`` of the nearest one) are averaged,
+    weighted by 1 / distance^2. inf: no plane within the radius."""
+    A, Gx, Gy = (np.asarray(a, dtype=np.float32).reshape(height, width) for a in planes)
+    A = np.where(np.isfinite(A) & (A > 0), A, np.float32(0))
+    offs = [(dy, dx) for dy, dx in _window_offsets(radius) if dy or dx]
+
+    def read(dy: int, dx: int) -> np.ndarray:
+        a = _shift_fill(A, dy, dx, 0.0)
+        inv = a - _shift_fill(Gx, dy, dx, 0.0) * np.float32(dx) - _shift_fill(Gy, dy, dx, 0.0) * np.float32(dy)
+        # a plane read where it is no longer positive / beyond a factor 2 of its own depth is not trusted
+        return np.where((a > 0) & (inv > 0.5 * a) & (inv < 2 * a), inv, np.float32(0))
+
+    best = np.zeros((height, width), np.float32)
+    for dy, dx in offs:
+        np.maximum(best, read(dy, dx), out=best)
+    s = np.zeros_like(best)
+    w = np.zeros_like(best)
+    lim = best * np.float32(1.0 - tol_rel)
+    for dy, dx in offs:  # read again rather than hold every read (memory at 1824 x 1216)
+        inv = read(dy, dx)
+        wk = np.float32(1.0 / (dy * dy + dx * dx))
+        use = (inv > 0) & (inv >= lim)
+        s += np.where(use, inv * wk, 0)
+        w += np.where(use, wk, 0)
+    return np.where(w > 0, w / np.maximum(s, np.float32(1e-12)), np.float32(np.inf))
+
+
+def _shift_fill(img: np.ndarray, dy: int, dx: int, fill: float) -> np.ndarray:
+    """img shifted so out[y, x] = img[y + dy, x + dx] (``fill`` outside), same dtype."""
+    h, w = img.shape
+    out = np.full_like(img, fill)
+    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
+    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
+    out[yd, xd] = img[ys, xs]
     return out
 
 
@@ -193,3 +312,172 @@ def zbuffer_bruteforce(points_cam: np.ndarray, K: np.ndarray, width: int, height
                 if ker[dy + r, dx + r] and 0 <= v + dy < height and 0 <= u + dx < width:
                     out[v + dy, u + dx] = min(out[v + dy, u + dx], d)
     return np.where(np.isfinite(out), out, 0.0).astype(np.float32)
+
+
+def _pixel_moments(lin: np.ndarray, w: np.ndarray, du: np.ndarray, dv: np.ndarray, n_px: int,
+                   r: np.ndarray | None = None, pw: np.ndarray | None = None) -> np.ndarray:
+    """(9, n_px) float64 sums per pixel: n, du, dv, du^2, du dv, dv^2, w, w du, w dv (offsets about the pixel centre);
+    with residuals ``r`` (13, n_px): + n(r < 0), n, sum r^2 (r < 0), sum r^2. ``pw``: per-point weights
+    of the 9 plane sums (n = sum of weights)."""
+    du64, dv64, w64 = du.astype(np.float64), dv.astype(np.float64), w.astype(np.float64)
+    cols = [None, du64, dv64, du64 * du64, du64 * dv64, dv64 * dv64, w64, w64 * du64, w64 * dv64]
+    if r is not None:
+        r2 = r.astype(np.float64) ** 2
+        neg = r < 0
+        cols += [neg.astype(np.float64), np.ones(len(r2)), np.where(neg, r2, 0.0), r2]
+    if pw is not None:  # the plane sums are weighted; the noise sums (counts, r^2) are not
+        pw64 = pw.astype(np.float64)
+        cols = [pw64 if c is None else c * pw64 for c in cols[:9]] + cols[9:]
+    return np.stack([np.bincount(lin, weights=c, minlength=n_px).astype(np.float64) for c in cols])
+
+
+def _truncated_sd(k: float) -> float:
+    """Standard deviation of a unit Gaussian truncated to [-k, k]."""
+    from math import erf, exp, pi, sqrt
+
+    phi = exp(-0.5 * k * k) / sqrt(2 * pi)
+    p = erf(k / sqrt(2))
+    return sqrt(max(1e-6, 1.0 - 2 * k * phi / p))
+
+
+def _window_offsets(radius: int) -> list[tuple[int, int]]:
+    return [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1) if dy * dy + dx * dx <= radius * radius + 1e-9]
+
+
+def fit_local_planes(
+    lin: np.ndarray,
+    z: np.ndarray,
+    du: np.ndarray,
+    dv: np.ndarray,
+    init: np.ndarray,
+    width: int,
+    height: int,
+    radius_px: int = 2,
+    noise_m: float = 0.01,
+    select_k: float = 2.0,
+    gate_k: float = 2.5,
+    gate_rel: float = 0.005,
+    iterations: int = 3,
+    select_hi_k: float | None = None,
+    weight_sigma_px: float | None = None,
+    adaptive_noise: bool = False,
+    noise_range: tuple = (0.3, 5.0),
+    noise_growth_m: float | None = 2.0,
+    return_planes: bool = False,
+    weights: np.ndarray | None = None,
+):
+    """Depth (m, flat, inf where ``init`` is inf) at each pixel-centre ray from a local plane fit.
+
+    Per pixel, inverse depth 1/z is fitted as a linear function of the image offset (du, dv) from the
+    pixel centre (exact for planes) by least squares over the points of the pixels within
+    ``radius_px`` whose own surface continues this pixel's plane (within ``gate_k * noise_m +
+    gate_rel * z``: depth edges are not crossed), then evaluated at the centre. A point counts for
+    its own pixel only while within ``select_k * noise_m`` (m) of that pixel's current plane (drops
+    points behind the visible surface, e.g. the far side of a thin pole). ``init``: starting per-pixel
+    depth (front-surface mean, inf = none). Iterated ``iterations`` times; vectorised: per-pixel
+    moments by bincount, neighbourhood sums by image shifts.
+
+    adaptive_noise: the selection window and the edge gate use a per-pixel noise estimate instead of
+    the fixed ``noise_m``: the first pass assumes ``noise_m * depth / noise_growth_m`` (range noise grows
+    on the weaker returns of far surfaces, at least ``noise_m``; None: ``noise_range[1] * noise_m``),
+    then each pass measures the spread of the selected residuals over the window (the smaller of the
+    rms of the points in front of and behind the plane, so a one-sided contamination -- points of the
+    hidden back of a thin object, or mixed pixels in front of a far surface -- does not inflate it),
+    corrects it for the truncation of the window and clips it to ``noise_range`` x ``noise_m``. A
+    fixed window narrower than the true noise (range noise grows on the weak returns of far, dark or
+    grazing surfaces) truncates the upper tail left by the front-band initialisation and biases
+    far surfaces toward the camera.
+    """
+    n_px = width * height
+    own = np.isfinite(init)
+    A = np.where(own, 1.0 / np.where(own, init, 1.0), 0.0)  # inverse depth at the pixel centre
+    Gx = np.zeros(n_px)
+    Gy = np.zeros(n_px)
+    w_pts = np.float32(1.0) / z
+    offsets = _window_offsets(radius_px)
+    lo_f, hi_f = noise_range
+    # per-pixel noise (m): fixed, or a depth-grown first guess that the measured spread then replaces
+    sig = np.full(n_px, noise_m, dtype=np.float32)
+    if adaptive_noise:  # first pass: noise growing with depth (weaker returns) beyond noise_growth_m
+        z0 = np.where(own, init, 0.0) / max(noise_growth_m, 1e-6) if noise_growth_m else np.full(n_px, hi_f)
+        sig = (noise_m * np.clip(z0, 1.0, hi_f)).astype(np.float32)
+    hi = select_k if select_hi_k is None else select_hi_k
+    trunc = _truncated_sd(select_k)
+    for _ in range(max(1, iterations)):
+        pred = (A[lin] + Gx[lin] * du + Gy[lin] * dv).astype(np.float32)
+        ok = own[lin] & (pred > 0)
+        zp = np.float32(1.0) / np.where(ok, pred, np.float32(1.0))
+        r = z - zp
+        s_pt = sig[lin]
+        sel = ok & (r >= -np.float32(select_k) * s_pt) & (r <= np.float32(hi) * s_pt)
+        nmom = 13 if adaptive_noise else 9
+        mom = _pixel_moments(lin[sel], w_pts[sel], du[sel], dv[sel], n_px, r[sel] if adaptive_noise else None,
+                             None if weights is None else weights[sel])
+        mom = mom.reshape(nmom, height, width)
+        zc = np.where(own & (mom[0].ravel() > 0), 1.0 / np.maximum(A, 1e-12), np.inf).reshape(height, width)
+        A2, Gx2, Gy2 = A.reshape(height, width), Gx.reshape(height, width), Gy.reshape(height, width)
+        gate = gate_k * sig.reshape(height, width) + gate_rel * np.where(np.isfinite(zc), zc, 0.0)
+        S = np.zeros((nmom, height, width))
+        for dy, dx in offsets:
+            m = np.stack([_shift_f64(mom[i], dy, dx) for i in range(nmom)])
+            zn = _shift_f64(zc, dy, dx, fill=np.inf)
+            plane = A2 + Gx2 * dx + Gy2 * dy
+            zpl = 1.0 / np.where(plane > 0, plane, np.nan)
+            use = np.isfinite(zn) & (np.abs(zn - zpl) <= gate)
+            if dy == 0 and dx == 0:
+                use = np.isfinite(zn)
+            wo = 1.0 if not weight_sigma_px else np.exp(-0.5 * (dx * dx + dy * dy) / weight_sigma_px**2)
+            if nmom > 9:
+                for i in range(9, nmom):
+                    S[i] += np.where(use, m[i] * wo, 0.0)
+            n, su, sv, suu, suv, svv, sw, swu, swv = (np.where(use, c * wo, 0.0) for c in m[:9])
+            S[0] += n
+            S[1] += su + n * dx
+            S[2] += sv + n * dy
+            S[3] += suu + 2 * dx * su + n * dx * dx
+            S[4] += suv + dx * sv + dy * su + n * dx * dy
+            S[5] += svv + 2 * dy * sv + n * dy * dy
+            S[6] += sw
+            S[7] += swu + dx * sw
+            S[8] += swv + dy * sw
+        S = S.reshape(nmom, n_px)
+        if adaptive_noise:
+            # moments 9-12 (unweighted): n of the points in front (r < 0), n; sum r^2 (r < 0), sum r^2
+            n_neg, n_all, rr_neg, rr_all = S[9], S[10], S[11], S[12]
+            n_pos, rr_pos = n_all - n_neg, rr_all - rr_neg
+            v_neg = np.where(n_neg >= 3, rr_neg / np.maximum(n_neg, 1), np.inf)
+            v_pos = np.where(n_pos >= 3, rr_pos / np.maximum(n_pos, 1), np.inf)
+            v = np.minimum(v_neg, v_pos)
+            v = np.where(np.isfinite(v), v, np.where(n_all >= 3, rr_all / np.maximum(n_all, 1), np.nan))
+            est = np.sqrt(v) / trunc
+            sig = np.where(np.isfinite(est), np.clip(est, lo_f * noise_m, hi_f * noise_m), sig).astype(np.float32)
+        fit = own & (S[0] > 0)
+        n = np.maximum(S[0, fit], 1.0)
+        lam = 0.05 * n  # ridge on the slopes: a degenerate footprint falls back to the mean
+        M = np.empty((fit.sum(), 3, 3))
+        M[:, 0, 0] = n
+        M[:, 0, 1] = M[:, 1, 0] = S[1, fit]
+        M[:, 0, 2] = M[:, 2, 0] = S[2, fit]
+        M[:, 1, 1] = S[3, fit] + lam
+        M[:, 1, 2] = M[:, 2, 1] = S[4, fit]
+        M[:, 2, 2] = S[5, fit] + lam
+        rhs = np.stack([S[6, fit], S[7, fit], S[8, fit]], 1)[:, :, None]
+        sol = np.linalg.solve(M, rhs)[:, :, 0]
+        good = sol[:, 0] > 0
+        idx = np.flatnonzero(fit)[good]
+        A[idx], Gx[idx], Gy[idx] = sol[good, 0], sol[good, 1], sol[good, 2]
+    depth = np.where(own & (A > 0), 1.0 / np.maximum(A, 1e-12), np.inf).astype(np.float32)
+    if return_planes:
+        keep = own & (A > 0)
+        return depth, (np.where(keep, A, 0.0), np.where(keep, Gx, 0.0), np.where(keep, Gy, 0.0))
+    return depth
+
+
+def _shift_f64(img: np.ndarray, dy: int, dx: int, fill: float = 0.0) -> np.ndarray:
+    """img shifted so out[y, x] = img[y + dy, x + dx] (``fill`` outside)."""
+    h, w = img.shape
+    out = np.full(img.shape, fill, dtype=np.float64)
+    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
+    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
+    out[yd, xd] = img[ys, xs]
+    return out
