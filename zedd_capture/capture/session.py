@@ -331,7 +331,8 @@ class _Session:
                             STAGE_STATIC)
             if "lidar_sweep.osf" not in self.m["files"] and not self.yes:
                 self.prompt(f"Step 3/3: take the lidar bar off the tripod and sweep the scene by hand for "
-                            f"{self.rig.capture.sweep_seconds:g} s.")
+                            f"{self.rig.capture.sweep_seconds:g} s: first ~6 s slowly around the camera's "
+                            "viewpoint (left, right, up, down, a step back), then walk the scene.")
             self.lidar_step("lidar_sweep.osf", self.layout.lidar_sweep_path,
                             lambda p: self.lidar.record_sweep(p, self.rig.capture.sweep_seconds,
                                                               lambda d, t: self.progress(STAGE_SWEEP, d, t, "sweeping")),

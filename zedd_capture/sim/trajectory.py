@@ -22,6 +22,10 @@ import open3d as o3d
 from scipy.interpolate import CubicSpline
 from scipy.spatial.transform import Rotation
 
+# Start of every sweep: offsets (m, tripod camera frame: x right, y down, z forward) visited around the
+# tripod viewpoint before the walk (see handheld_sweep's ``dwell_legs``).
+_DWELL_OFFSETS_CAM = ((0.3, -0.05, -0.1), (-0.3, 0.15, -0.15), (0.2, 0.2, -0.25), (-0.2, -0.1, -0.2))
+
 # Fixed horizon over which the clearance of a sweep is checked (s); sweeps are prefixes of it.
 PLAN_HORIZON_S = 90.0
 
@@ -155,9 +159,12 @@ def handheld_sweep(
     max_radius_m: float = 3.5,
     max_speed_mps: float = 1.0,
     max_rate_dps: float = 55.0,
+    dwell_legs: int = 4,
 ) -> SweepTrajectory:
     """A seeded hand-held sweep starting (at rest) at ``start_pose`` (default: the tripod camera pose
     with nominal lidar axes) that wanders through the free space of ``scene`` (see module doc).
+    The first ``dwell_legs`` legs (0.2-0.3 m/s) visit offsets around the camera's viewpoint (skipped
+    where they would hit a surface), so that near objects are seen from the camera's side.
 
     Raises ValueError when no leg can leave the start keeping clearance from the surfaces.
     """
@@ -183,6 +190,15 @@ def handheld_sweep(
         return bool(np.all(c >= np.minimum(clearance_m, need + np.linalg.norm(pts - p0, axis=1))))
 
     points, times = [p0], [0.0]
+    # sweep protocol: the operator first moves the bar slowly around the camera's viewpoint (lateral,
+    # vertical and a little backwards, in the tripod camera's axes), so near objects in the camera's
+    # view are sampled from its side before the walk through the scene
+    R_cam = np.asarray(scene.tripod_camera_pose, dtype=float)[:3, :3]
+    for off in _DWELL_OFFSETS_CAM[: int(round(dwell_legs))]:
+        cand = p0 + R_cam @ (np.asarray(off) * rng.uniform(0.8, 1.2))
+        if leg_ok(points[-1], cand):
+            times.append(times[-1] + np.linalg.norm(cand - points[-1]) / rng.uniform(0.2, 0.3))
+            points.append(cand)
     heading = rng.uniform(0, 2 * np.pi)
     while times[-1] < horizon:
         cur = points[-1]
