@@ -67,6 +67,8 @@ def test_accuracy_meets_stage_goals(chain):
     assert acc["trajectory"]["ate_rmse_mm"] <= 5
     assert acc["depth"]["coverage"] >= 0.98
     assert acc["depth"]["median_rel"] <= 0.005
+    # issue 9 asks for >= 99 % of pixels within 0.5 %; not reached yet (88 % here): a regression floor
+    assert acc["depth"]["within_0.5pct"] >= 0.85
     # the weight-free baseline produced real numbers
     score = numbers["model_scores"]["dfd-classic"]
     assert 0 < score["abs_rel"] < 1 and 0 <= score["d1"] <= 1
