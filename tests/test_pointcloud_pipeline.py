@@ -102,6 +102,27 @@ def test_trajectory_ate(built):
     assert ate < 0.005
 
 
+def test_world_cloud_records_the_measuring_frame(built):
+    # world_cloud.ply: float32 x y z range frame; frame = index of the sweep frame that measured the point
+    # (N_FRAMES: the static frame), so each point's sensor origin is that frame's trajectory position
+    root, _, _, s, _ = built
+    L = SceneLayout(root, SCENE)
+    with open(L.world_cloud_path, "rb") as f:
+        header = b""
+        while not header.endswith(b"end_header\n"):
+            header += f.readline()
+        props = [ln.split()[-1] for ln in header.decode().splitlines() if ln.startswith("property")]
+        rec = np.frombuffer(f.read(), dtype=[(p, "<f4") for p in props])
+    assert props == ["x", "y", "z", "range", "frame"] and len(rec) == s.points
+    fr = rec["frame"].astype(np.int64)
+    assert np.array_equal(fr, rec["frame"]) and fr.min() == 0 and fr.max() == N_FRAMES
+    _, poses = read_tum(L.trajectory_path)
+    origins = np.vstack([poses[:, :3, 3], s.T_world_static[None, :3, 3]])
+    pts = np.stack([rec["x"], rec["y"], rec["z"]], 1)
+    err = np.abs(np.linalg.norm(pts - origins[fr], axis=1) - rec["range"])
+    assert np.percentile(err, 99) < 0.05  # range = distance to its own frame's sensor (up to in-frame motion)
+
+
 def test_export_is_a_valid_zedd_sample(built):
     root, rig, _, s, _ = built
     sample = export_zedd(rig, root, SCENE, s.depth, s.K)

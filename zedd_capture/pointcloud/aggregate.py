@@ -80,6 +80,9 @@ class WorldCloud:
 
     points: (N, 3) float32 m. ranges: (N,) float32 m from the measuring sensor position.
     poses: (F, 4, 4) T_world_lidar at ``times`` (F,) s (sensor clock). stats: timings and counts.
+    frame_index: (N,) uint16 (uint32 beyond 65535 frames) index into ``poses`` of the frame that
+    measured each point (its sensor origin is ``poses[frame_index, :3, 3]``, see :meth:`origins`);
+    None when unknown. Every filter of ``points`` must apply to it too (see :meth:`select`).
     """
 
     points: np.ndarray
@@ -87,6 +90,25 @@ class WorldCloud:
     poses: np.ndarray
     times: np.ndarray
     stats: dict = field(default_factory=dict)
+    frame_index: np.ndarray | None = None
+
+    def select(self, keep: np.ndarray) -> None:
+        """Keep only ``points[keep]`` (boolean mask or indices), with their ranges and frame indices."""
+        self.points = self.points[keep]
+        self.ranges = self.ranges[keep]
+        if self.frame_index is not None:
+            self.frame_index = self.frame_index[keep]
+
+    def origins(self) -> np.ndarray:
+        """(N, 3) float32 world position of the sensor that measured each point (its frame's pose translation)."""
+        if self.frame_index is None:
+            raise ValueError("WorldCloud.origins: the cloud has no frame_index")
+        return self.poses[:, :3, 3].astype(np.float32)[self.frame_index]
+
+
+def frame_index_dtype(n_frames: int) -> type:
+    """Smallest unsigned dtype that holds frame indices 0 .. n_frames - 1 (uint16 up to 65536 frames)."""
+    return np.uint16 if n_frames <= np.iinfo(np.uint16).max + 1 else np.uint32
 
 
 Progress = Callable[[int, int], None]
@@ -120,6 +142,8 @@ def _aggregate_paper(frames: list[LidarFrameData], cfg: AggregateConfig, progres
 
     t0 = time.perf_counter()
     G = np.asarray(frames[0].points, dtype=np.float64)
+    fdt = frame_index_dtype(len(frames))
+    fidx = np.zeros(len(G), dtype=fdt)
     T_cur_0 = np.eye(4)  # maps frame-0 coordinates into the current frame
     poses = [np.eye(4)]
     removed = 0
@@ -137,12 +161,14 @@ def _aggregate_paper(frames: list[LidarFrameData], cfg: AggregateConfig, progres
         T = np.asarray(res.transformation)
         G = G @ T[:3, :3].T + T[:3, 3]
         G = np.vstack([G, P])
+        fidx = np.concatenate([fidx, np.full(len(P), i, dtype=fdt)])
         T_cur_0 = T @ T_cur_0
         poses.append(np.linalg.inv(T_cur_0))
         if cfg.density_filter and i >= cfg.warmup and (i - cfg.warmup) % cfg.interval == 0:
             keep = density_filter(G, np.linalg.norm(G, axis=1), cfg.alpha, cfg.k)
             removed += int((~keep).sum())
             G = G[keep]
+            fidx = fidx[keep]
         if progress:
             progress(i + 1, len(frames))
     # back to the fixed world frame (frame 0)
@@ -155,6 +181,7 @@ def _aggregate_paper(frames: list[LidarFrameData], cfg: AggregateConfig, progres
         ranges=ranges,
         poses=np.array(poses),
         times=np.array([f.t_ref for f in frames]),
+        frame_index=fidx,
         stats={
             "mode": "paper",
             "frames": len(frames),
@@ -345,7 +372,8 @@ def _aggregate_fast(frames: list[LidarFrameData], cfg: AggregateConfig, progress
     vels = central_velocities(times, poses) if cfg.deskew else np.zeros((F, 6))
     n_valid = sum(len(f) for f in frames)
     every = cfg.accumulate_every or max(1, int(np.ceil(n_valid / cfg.max_points)))
-    chunks, rchunks = [], []
+    chunks, rchunks, fchunks = [], [], []
+    fdt = frame_index_dtype(F)
     for i in range(0, F, every):
         fr = frames[i]
         keep = fr.ranges > cfg.min_range_m
@@ -353,22 +381,25 @@ def _aggregate_fast(frames: list[LidarFrameData], cfg: AggregateConfig, progress
         T = poses[i].astype(np.float32)
         chunks.append(p @ T[:3, :3].T + T[:3, 3])
         rchunks.append(fr.ranges[keep])
+        fchunks.append(np.full(len(p), i, dtype=fdt))
     points = np.concatenate(chunks)
     ranges = np.concatenate(rchunks)
-    del chunks, rchunks
+    frame_index = np.concatenate(fchunks)
+    del chunks, rchunks, fchunks
     t_acc = time.perf_counter() - t0 - t_reg
     removed = 0
     t_den = time.perf_counter()
     if cfg.density_filter:
         keep = density_filter(points, ranges, cfg.alpha, cfg.k, workers=cfg.threads)
         removed = int((~keep).sum())
-        points, ranges = points[keep], ranges[keep]
+        points, ranges, frame_index = points[keep], ranges[keep], frame_index[keep]
     t_den = time.perf_counter() - t_den
     return WorldCloud(
         points=points,
         ranges=ranges,
         poses=poses,
         times=times,
+        frame_index=frame_index,
         stats={
             "mode": "fast",
             "backend": backend,

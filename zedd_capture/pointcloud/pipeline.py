@@ -20,10 +20,10 @@ import numpy as np
 
 from ..geometry import invert, scale_intrinsics, write_tum
 from ..layout import CalibrationLayout, SceneLayout, atomic_open, atomic_write_json
-from .aggregate import AggregateConfig, WorldCloud, aggregate
+from .aggregate import AggregateConfig, WorldCloud, aggregate, frame_index_dtype
 from .cleanup import cleanup_mask, load_regions
 from .io import read_lidar, read_static_frame
-from .project import zbuffer
+from .project import view_weights, zbuffer
 from .register import RegisterConfig, register_static
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,13 @@ class BuildConfig:
     max_frames: int | None = None
     write_cloud: bool = True
     include_static: bool = True
+    # per-point view weights (project.view_weights): cos(angle at the point between the sensor that measured it
+    # (its frame's estimated pose) and the camera) ** power, at least floor: the back and hidden flanks of thin
+    # objects, seen from the far side of the sweep, no longer pull the visible surface behind them, and still
+    # hold a surface nothing else saw. None: all points weigh the same. Twin (within 0.5 %): kitchen01
+    # 87.9 -> 89.5 %, office03 83.5 -> 85.2 % (power 2, floor 0.05: 89.5 / 84.7 %)
+    view_weight_power: float | None = 1.0
+    view_weight_floor: float = 0.001
 
 
 @dataclass
@@ -105,12 +112,17 @@ def load_camera_calibration(rig, root: Path) -> tuple[np.ndarray, np.ndarray, tu
     return T_cl, K, size, warnings
 
 
-def write_ply(path: Path, points: np.ndarray, ranges: np.ndarray | None = None) -> None:
-    """Binary little-endian PLY (float32 x y z [range]) written atomically."""
+def write_ply(path: Path, points: np.ndarray, ranges: np.ndarray | None = None, frames: np.ndarray | None = None) -> None:
+    """Binary little-endian PLY (float32 x y z [range] [frame]) written atomically.
+
+    frames: per-point index of the measuring sensor frame (WorldCloud.frame_index), stored as float32 (exact
+    below 2**24) so that readers of all-float32 vertices keep working."""
     pts = np.asarray(points, dtype=np.float32)
     cols = [("x", pts[:, 0]), ("y", pts[:, 1]), ("z", pts[:, 2])]
     if ranges is not None:
         cols.append(("range", np.asarray(ranges, dtype=np.float32)))
+    if frames is not None:
+        cols.append(("frame", np.asarray(frames, dtype=np.float32)))
     rec = np.empty(len(pts), dtype=[(n, "<f4") for n, _ in cols])
     for n, c in cols:
         rec[n] = c
@@ -177,27 +189,43 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
     timings["register"] = st.dt
     T_world_static = reg.T_world_static
     T_camera_world = T_cl @ invert(T_world_static)
+    # sensor position of each point: its frame's pose translation (estimated trajectory); the static
+    # frame's points get index F, the static lidar's position
+    origins_w = np.vstack([cloud.poses[:, :3, 3], T_world_static[None, :3, 3]]).astype(np.float32)
     if cfg.include_static:
         # the tripod frame sees exactly what the camera sees: add it to the world cloud
         sp = static.points[static.ranges > agg_cfg.min_range_m]
         Ts = T_world_static.astype(np.float32)
         cloud.points = np.concatenate([cloud.points, sp @ Ts[:3, :3].T + Ts[:3, 3]])
         cloud.ranges = np.concatenate([cloud.ranges, static.ranges[static.ranges > agg_cfg.min_range_m]])
+        if cloud.frame_index is not None:
+            fdt = frame_index_dtype(len(cloud.poses) + 1)
+            cloud.frame_index = np.concatenate([cloud.frame_index.astype(fdt, copy=False),
+                                                np.full(len(sp), len(cloud.poses), dtype=fdt)])
     with _stage("cleanup") as st:
         regions = load_regions(layout.cleanup_path)
         keep, removed = cleanup_mask(cloud.points, regions, T_camera_world, K, (W, H), invert(T_world_static))
-        points = cloud.points[keep] if regions else cloud.points
-        ranges = cloud.ranges[keep] if regions else cloud.ranges
+        if regions:
+            cloud.select(keep)
+        points, ranges, frames = cloud.points, cloud.ranges, cloud.frame_index
     timings["cleanup"] = st.dt
     with _stage("project") as st:
         report("project", 0, 1)
         R = T_camera_world[:3, :3].astype(np.float32)
-        pc = points @ R.T + T_camera_world[:3, 3].astype(np.float32)
+        t_cw = T_camera_world[:3, 3].astype(np.float32)
+        pc = points @ R.T + t_cw
+        weights = None
+        if cfg.view_weight_power is not None and frames is not None:
+            origins_c = origins_w @ R.T + t_cw
+            weights = np.empty(len(pc), dtype=np.float32)
+            for a in range(0, len(pc), 1 << 21):  # chunks: no (N, 3) origins array
+                b = a + (1 << 21)
+                weights[a:b] = view_weights(pc[a:b], origins_c[frames[a:b]], cfg.view_weight_power, cfg.view_weight_floor)
         depth = zbuffer(pc, K, W, H, radius, mode=cfg.splat_mode, band_m=cfg.band_m, band_rel=cfg.band_rel,
                          occlusion_radius_px=cfg.occlusion_radius_px, smooth_radius_px=cfg.smooth_radius_px,
                          plane_radius_px=cfg.plane_radius_px, plane_iterations=cfg.plane_iterations,
-                         noise_m=cfg.range_noise_m, adaptive_noise=cfg.adaptive_noise)
-        del pc
+                         noise_m=cfg.range_noise_m, adaptive_noise=cfg.adaptive_noise, point_weights=weights)
+        del pc, weights
         report("project", 1, 1)
     timings["project"] = st.dt
     summary = BuildSummary(
@@ -216,14 +244,15 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         warnings=warnings,
         stats={"aggregate": cloud.stats, "cleanup_removed": removed, "ransac_fitness": reg.ransac_fitness,
                "splat_radius_px": radius, "splat_mode": cfg.splat_mode, "band_m": cfg.band_m,
-               "band_rel": cfg.band_rel, "adaptive_noise": cfg.adaptive_noise},
+               "band_rel": cfg.band_rel, "adaptive_noise": cfg.adaptive_noise,
+               "view_weight_power": cfg.view_weight_power, "view_weight_floor": cfg.view_weight_floor},
     )
     with _stage("write") as st:
         report("write", 0, 1)
         write_tum(layout.trajectory_path, cloud.times, cloud.poses,
                   header=f"build-depth ({mode}) T_world_lidar per sweep frame at its mid-frame time (s); world = first sweep frame")
         if cfg.write_cloud:
-            write_ply(layout.world_cloud_path, points, ranges)
+            write_ply(layout.world_cloud_path, points, ranges, frames)
         timings["write"] = time.perf_counter() - st.t
         atomic_write_json(layout.build_log_path, json.loads(json.dumps(summary.log_dict(), default=_json_default)))
         report("write", 1, 1)

@@ -114,8 +114,9 @@ def zbuffer(
     pixels within that radius whose depth is within ``smooth_tol_m + smooth_tol_rel * depth`` of
     its own (edge-preserving; unbiased on planes); averages range noise over more points.
     adaptive_noise: the plane fit measures the noise per pixel (see :func:`fit_local_planes`).
-    point_weights (N,): per-point weights (e.g. :func:`view_weights`); 0 drops the point, the plane fit
-    weights its sums. Pixels without points of their own are filled (``mode="fill"``, plane fit on)
+    point_weights (N,): per-point weights (e.g. :func:`view_weights`); 0 drops the point, the front-band
+    means and the plane fit weight their sums (only the scale-free ratios matter: multiplying all weights by
+    a constant changes nothing). Pixels without points of their own are filled (``mode="fill"``, plane fit on)
     with the nearest of the neighbours' planes read at their own centre ray.
     plane_radius_px > 0 (used instead of smoothing): each pixel's depth is read at its centre ray
     from a local plane fitted to the front-surface points of the pixels within that radius on the
@@ -126,10 +127,11 @@ def zbuffer(
     if point_weights is not None:  # zero weight: the point is not used at all
         keep = np.asarray(point_weights) > 0
         points_cam = np.asarray(points_cam)[keep]
-        if plane_radius_px > 0:
-            wts = np.asarray(point_weights, dtype=np.float32)[keep]
+        wts = np.asarray(point_weights, dtype=np.float32)[keep]
     if plane_radius_px > 0 and wts is not None:
         lin, z, du, dv, wts = project_points(points_cam, K, width, height, near_m, subpixel=True, weights=wts)
+    elif wts is not None:
+        lin, z, wts = project_points(points_cam, K, width, height, near_m, weights=wts)
     elif plane_radius_px > 0:
         lin, z, du, dv = project_points(points_cam, K, width, height, near_m, subpixel=True)
     else:
@@ -156,8 +158,13 @@ def zbuffer(
             if not weak.any():
                 break
             alive &= ~(sel & weak[lin])
-        s = np.bincount(lin[sel], weights=z[sel], minlength=n_px)
-        m1 = np.where(cnt > 0, s / np.maximum(cnt, 1), np.inf)
+        if wts is None:
+            s = np.bincount(lin[sel], weights=z[sel], minlength=n_px)
+            m1 = np.where(cnt > 0, s / np.maximum(cnt, 1), np.inf)
+        else:  # weighted means (view weights): the far side's points do not drag the band's centre back
+            s = np.bincount(lin[sel], weights=(z * wts)[sel], minlength=n_px)
+            sw = np.bincount(lin[sel], weights=wts[sel], minlength=n_px)
+            m1 = np.where(sw > 0, s / np.maximum(sw, 1e-12), np.inf)
         # then symmetric, shrinking bands around the running mean: removes the bias of the min
         # and of points behind the visible surface (flanks seen only from other lidar positions)
         own = m1
@@ -167,8 +174,13 @@ def zbuffer(
             half = np.float32(hw) + np.where(np.isfinite(ml), ml, 0) * np.float32(0.5 * band_rel)
             sel = alive & (np.abs(z - ml) <= half)
             c = np.bincount(lin[sel], minlength=n_px)
-            s = np.bincount(lin[sel], weights=z[sel], minlength=n_px)
-            own = np.where(c > 0, s / np.maximum(c, 1), own)
+            if wts is None:
+                s = np.bincount(lin[sel], weights=z[sel], minlength=n_px)
+                own = np.where(c > 0, s / np.maximum(c, 1), own)
+            else:
+                s = np.bincount(lin[sel], weights=(z * wts)[sel], minlength=n_px)
+                sw = np.bincount(lin[sel], weights=wts[sel], minlength=n_px)
+                own = np.where(sw > 0, s / np.maximum(sw, 1e-12), own)
             cnt2 = np.where(c > 0, c, cnt2)
         own = np.where(cnt >= need, own, np.inf).astype(np.float32)
         if plane_radius_px > 0:
@@ -452,7 +464,7 @@ def fit_local_planes(
             est = np.sqrt(v) / trunc
             sig = np.where(np.isfinite(est), np.clip(est, lo_f * noise_m, hi_f * noise_m), sig).astype(np.float32)
         fit = own & (S[0] > 0)
-        n = np.maximum(S[0, fit], 1.0)
+        n = S[0, fit]  # > 0; a sum of point weights (not clamped to 1: the sums below scale with the weights)
         lam = 0.05 * n  # ridge on the slopes: a degenerate footprint falls back to the mean
         M = np.empty((fit.sum(), 3, 3))
         M[:, 0, 0] = n
