@@ -292,10 +292,31 @@ def _focus_twin(rig, targets, canonical_hex, intr, method, paper_views, bootstra
         if refine == "board" and intr is not None:
             # the run's own hexcode, motor fixed: bracket the sharp zone by moving the board (symmetric in 1/z)
             z = _predict_distance(rough + entries, h)
-            eb, binfo = _board_bracket(tw, rig, h, z, canonical_hex, intr, W, H, progress)
+            # far runs: the sharp zone spans metres and one bracket scatters by ~0.2-0.3 % (1 sigma, measured
+            # at 513 and 1026 px); average a few brackets started 1 % apart
+            n_rep = FAR_BRACKETS if z >= FAR_BRACKET_M else 1
+            reps = [_board_bracket(tw, rig, h, z * (1 + 0.01 * (i - (n_rep - 1) / 2)), canonical_hex, intr, W, H, progress)
+                    for i in range(n_rep)]
+            eb, binfo = _mean_entry([e for e, _ in reps]), reps[-1][1]
+            binfo = {**binfo, "brackets": n_rep, "board_bracket_captures": sum(b["board_bracket_captures"] for _, b in reps)}
             entries = [x for x in entries if abs(x.hexcode - eb.hexcode) > 30] + [eb]
             detail[h].update(binfo)
     return entries, detail
+
+
+FAR_BRACKETS = 3  # brackets averaged per run at or beyond FAR_BRACKET_M
+FAR_BRACKET_M = 4.0
+
+
+def _mean_entry(entries: list[FocusLUTEntry]) -> FocusLUTEntry:
+    """One LUT entry from repeated measurements of (nearly) the same hexcode: means of hexcode and diopters."""
+    if len(entries) == 1:
+        return entries[0]
+    P = np.array([1.0 / e.focus_distance_m for e in entries])
+    h = int(round(float(np.mean([e.hexcode for e in entries]))))
+    sd = float(P.std(ddof=1) / np.sqrt(len(P)))
+    d = 1.0 / float(P.mean())
+    return FocusLUTEntry(h, d, sd * d * d, float("nan"))
 
 
 def _board_bracket(tw, rig, h, z_guess, canonical_hex, intr, W, H, progress, level_frac: float = 0.0025,
