@@ -17,6 +17,11 @@ from typing import Literal
 import cv2
 import numpy as np
 
+try:  # one fused pass for the projection (numpy's version makes ~10 temporaries of N floats)
+    import numba as _nb
+except ImportError:  # pragma: no cover - numba is a dependency; the numpy path stays as the fallback
+    _nb = None
+
 
 def disc_kernel(radius_px: int) -> np.ndarray:
     """(2r+1)^2 uint8 disc: pixels whose centre is within ``radius_px`` of the centre."""
@@ -33,6 +38,19 @@ def project_points(points_cam: np.ndarray, K: np.ndarray, width: int, height: in
     weights (N,): also returns the weights of the points that land in the image (last).
     """
     p = np.asarray(points_cam)
+    if _nb is not None and p.dtype == np.float32 and p.ndim == 2 and p.shape[1] == 3 and len(p):
+        k = np.array([K[0, 0], K[0, 2], K[0, 1], K[1, 1], K[1, 2]], dtype=np.float32)
+        lin, z, du, dv, idx = _project_nb(np.ascontiguousarray(p), k, int(width), int(height), np.float32(near_m),
+                                          bool(subpixel), weights is not None)
+        # views with numpy's own dtype objects: numba's equal-but-distinct dtypes put ufunc.at
+        # (np.minimum.at on these arrays) on a slow path, 30x slower on 20M points
+        lin, z, du, dv, idx = (a.view(np.dtype(a.dtype.str)) for a in (lin, z, du, dv, idx))
+        out = (lin, z)
+        if subpixel:
+            out += (du, dv)
+        if weights is not None:
+            out += (np.asarray(weights, dtype=np.float32)[idx],)
+        return out
     z = p[:, 2]
     front = z > near_m
     p = p[front]
@@ -50,6 +68,41 @@ def project_points(points_cam: np.ndarray, K: np.ndarray, width: int, height: in
     if w is not None:
         out += (w[inside],)
     return out
+
+
+if _nb is not None:
+
+    @_nb.njit(cache=True)
+    def _project_nb(p, k, width, height, near, want_sub, want_idx):  # pragma: no cover - compiled
+        """project_points in one pass, with the same float32 arithmetic and point order."""
+        n = p.shape[0]
+        lin = np.empty(n, np.int64)
+        z = np.empty(n, np.float32)
+        du = np.empty(n if want_sub else 0, np.float32)
+        dv = np.empty(n if want_sub else 0, np.float32)
+        idx = np.empty(n if want_idx else 0, np.int64)
+        fx, cx, skew, fy, cy = k[0], k[1], k[2], k[3], k[4]
+        one = np.float32(1.0)
+        m = 0
+        for i in range(n):
+            zi = p[i, 2]
+            if not zi > near:
+                continue
+            inv = one / zi
+            uf = p[i, 0] * inv * fx + cx + skew * p[i, 1] * inv
+            vf = p[i, 1] * inv * fy + cy
+            u = np.rint(uf)
+            v = np.rint(vf)
+            if u >= 0 and u <= width - 1 and v >= 0 and v <= height - 1:
+                lin[m] = np.int64(v) * width + np.int64(u)
+                z[m] = zi
+                if want_sub:
+                    du[m] = uf - u
+                    dv[m] = vf - v
+                if want_idx:
+                    idx[m] = i
+                m += 1
+        return lin[:m], z[:m], du[: m if want_sub else 0], dv[: m if want_sub else 0], idx[: m if want_idx else 0]
 
 
 def view_weights(points_cam: np.ndarray, origins_cam: np.ndarray, power: float = 2.0, floor: float = 0.05) -> np.ndarray:
