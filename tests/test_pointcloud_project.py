@@ -57,6 +57,13 @@ def _ray_cloud(depth_fn, n, noise_m, rng):
     return np.c_[xn[ok] * z, yn[ok] * z, z].astype(np.float32)
 
 
+def _tilted_plane(tilt_deg: float, z0_m: float):
+    """Depth z(xn, yn) along normalised rays of a plane through (0, 0, z0) tilted ``tilt_deg`` about x."""
+    n = np.array([0.0, np.sin(np.radians(tilt_deg)), -np.cos(np.radians(tilt_deg))])
+    d = n @ np.array([0.0, 0.0, z0_m])
+    return lambda xn, yn: d / (n[0] * xn + n[1] * yn + n[2])
+
+
 def _centre_rays():
     v, u = np.mgrid[0:H, 0:W]
     return (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
@@ -65,9 +72,7 @@ def _centre_rays():
 def test_plane_fit_is_unbiased_on_a_steep_tilted_plane():
     # plane 30 deg from fronto-parallel through (0, 0, 3 m): 2.4-4 m, 3-7 cm of depth change per pixel
     # (at this coarse test camera; a 4x steeper per-pixel slope than the kitchen floor's)
-    n = np.array([0.0, np.sin(np.radians(30)), -np.cos(np.radians(30))])
-    d = n @ np.array([0.0, 0.0, 3.0])
-    plane = lambda xn, yn: d / (n[0] * xn + n[1] * yn + n[2])  # noqa: E731
+    plane = _tilted_plane(30, 3.0)
     pts = _ray_cloud(plane, 8 * W * H, 0.01, np.random.default_rng(2))
     truth = plane(*_centre_rays())
     inner = (slice(3, H - 3), slice(3, W - 3))
@@ -110,9 +115,7 @@ def test_noisy_far_plane_is_not_biased_toward_the_camera():
     # a far wall (12 m, tilted) seen with weak returns: 3 cm range noise (3x the 1 cm sensor floor),
     # ~4 points per pixel. A fixed 1 cm selection window around a front-band start keeps the front of
     # the noise; the per-pixel noise measured from the residuals does not (and gates no wider)
-    n = np.array([0.0, np.sin(np.radians(20)), -np.cos(np.radians(20))])
-    d = n @ np.array([0.0, 0.0, 12.0])
-    plane = lambda xn, yn: d / (n[0] * xn + n[1] * yn + n[2])  # noqa: E731
+    plane = _tilted_plane(20, 12.0)
     pts = _ray_cloud(plane, 4 * W * H, 0.03, np.random.default_rng(4))
     truth = plane(*_centre_rays())
     inner = (slice(3, H - 3), slice(3, W - 3))
@@ -135,9 +138,7 @@ def test_fill_reads_the_neighbours_plane_at_the_pixel_centre():
     # a tilted plane sampled at ~1.5 points per pixel: ~1/5 of the pixels have no point of their own.
     # Filling them with a neighbour's depth (the erosion splat) puts them one pixel off on the slope
     # (0.77 % here); the neighbours' planes read at the pixel's own centre ray do not
-    n = np.array([0.0, np.sin(np.radians(25)), -np.cos(np.radians(25))])
-    d = n @ np.array([0.0, 0.0, 4.0])
-    plane = lambda xn, yn: d / (n[0] * xn + n[1] * yn + n[2])  # noqa: E731
+    plane = _tilted_plane(25, 4.0)
     pts = _ray_cloud(plane, int(1.5 * W * H), 0.003, np.random.default_rng(6))
     truth = plane(*_centre_rays())
     own = zbuffer(pts, K, W, H, 0, plane_radius_px=2, noise_m=0.003)

@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Literal
 
 import numpy as np
 
+from ..geometry import rotation_angle_deg
 from .deskew import central_velocities, deskew_points, motion, relative_velocity
 from .density import ALPHA, K_NEIGHBOURS, density_filter
 from .io import LidarFrameData
@@ -240,31 +241,13 @@ class _Registrar:
     def align(self, src, T_init: np.ndarray) -> tuple[np.ndarray, float]:
         """-> (T_world_lidar, inlier fraction)."""
         cfg = self.cfg
-        if self.backend == "small_gicp" and cfg.registration == "vgicp":
-            r = self.sg.align(
-                self.voxelmap,
-                src,
-                T_init,
-                max_correspondence_distance=cfg.max_corr_m,
-                num_threads=cfg.threads,
-                max_iterations=cfg.max_iter,
-                rotation_epsilon=1e-5,
-                translation_epsilon=1e-5,
-            )
-            return np.asarray(r.T_target_source), r.num_inliers / max(src.size(), 1)
         if self.backend == "small_gicp":
-            r = self.sg.align(
-                self.target,
-                src,
-                self.tree,
-                T_init,
-                registration_type="GICP",
-                max_correspondence_distance=cfg.max_corr_m,
-                num_threads=cfg.threads,
-                max_iterations=cfg.max_iter,
-                rotation_epsilon=1e-5,
-                translation_epsilon=1e-5,
-            )
+            opts = dict(max_correspondence_distance=cfg.max_corr_m, num_threads=cfg.threads, max_iterations=cfg.max_iter,
+                        rotation_epsilon=1e-5, translation_epsilon=1e-5)
+            if cfg.registration == "vgicp":
+                r = self.sg.align(self.voxelmap, src, T_init, **opts)
+            else:
+                r = self.sg.align(self.target, src, self.tree, T_init, registration_type="GICP", **opts)
             return np.asarray(r.T_target_source), r.num_inliers / max(src.size(), 1)
         import open3d as o3d
 
@@ -283,8 +266,7 @@ class _Registrar:
         cfg = self.cfg
         if self.last_key is not None:
             d = np.linalg.inv(self.last_key) @ T
-            ang = np.degrees(np.arccos(np.clip((np.trace(d[:3, :3]) - 1) / 2, -1, 1)))
-            if np.linalg.norm(d[:3, 3]) < cfg.keyframe_m and ang < cfg.keyframe_deg:
+            if np.linalg.norm(d[:3, 3]) < cfg.keyframe_m and rotation_angle_deg(d[:3, :3]) < cfg.keyframe_deg:
                 return False
         self.last_key = T.copy()
         self.map_updates += 1
@@ -309,6 +291,11 @@ class _Registrar:
         return True
 
 
+def _velocity_at_frame(seg: np.ndarray, seg_prev: np.ndarray | None) -> np.ndarray:
+    """Velocity at frame i: the mean over [t(i-1), t(i)] extrapolated half a frame with the previous segment's."""
+    return seg if seg_prev is None else 1.5 * seg - 0.5 * seg_prev
+
+
 def _register_frames(frames, times, cfg: AggregateConfig, vel0: np.ndarray, progress: Progress | None):
     """Frame-to-map registration of every frame -> (poses (F, 4, 4), inlier fractions (F,), map updates, refined frames)."""
     reg = _Registrar(cfg)
@@ -328,9 +315,8 @@ def _register_frames(frames, times, cfg: AggregateConfig, vel0: np.ndarray, prog
             T_pred = poses[i - 1] @ motion(vel, dt)  # constant-velocity prior
             T, fit = reg.align(src, T_pred)
             seg = relative_velocity(poses[i - 1], T, dt)  # mean velocity over [t(i-1), t(i)]
-            # velocity at t(i): the segment mean extrapolated half a frame with the previous segment
             vel_used = vel
-            vel = seg if seg_prev is None else 1.5 * seg - 0.5 * seg_prev
+            vel = _velocity_at_frame(seg, seg_prev)
             # skew change the new velocity makes at the frame's ends (half a frame, 10 m range)
             half = float(np.abs(dt_raw).max()) if len(dt_raw) else 0.0
             skew = half * (np.linalg.norm(vel[3:] - vel_used[3:]) + 10.0 * np.linalg.norm(vel[:3] - vel_used[:3]))
@@ -339,7 +325,7 @@ def _register_frames(frames, times, cfg: AggregateConfig, vel0: np.ndarray, prog
                 T, fit = reg.align(src, T)
                 refined += 1
                 seg = relative_velocity(poses[i - 1], T, dt)
-                vel = seg if seg_prev is None else 1.5 * seg - 0.5 * seg_prev
+                vel = _velocity_at_frame(seg, seg_prev)
             step = np.linalg.norm(T[:3, 3] - poses[i - 1][:3, 3])
             if fit < 0.2 or step > cfg.max_translation_step_m:
                 raise AggregationError(

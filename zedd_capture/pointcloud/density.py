@@ -105,6 +105,21 @@ if _nb is not None:
         x = (x | (x << np.uint64(2))) & np.uint64(0x1249249249249249)
         return x
 
+    @_nb.njit(cache=True, inline="always")
+    def _morton(gx, gy, gz):
+        """Morton key of integer cell coordinates (21 bits each)."""
+        return _spread(gx) | (_spread(gy) << np.uint64(1)) | (_spread(gz) << np.uint64(2))
+
+    @_nb.njit(cache=True, inline="always")
+    def _gap(a, f, c, s):
+        """Distance (m) from a point at fractional cell coordinate f (cell c, size s) to the neighbouring
+        cell at offset a (-1, 0, +1) along one axis; 0 for its own cell."""
+        if a == -1:
+            return (f - c) * s
+        if a == 1:
+            return (c + 1 - f) * s
+        return 0.0
+
     @_nb.njit(cache=True, parallel=True)
     def _keys_levels(points, radius, lo, base):
         """Morton keys of base cells, per-point level (cell base*2**l >= r + 2 base; -1: invalid r)."""
@@ -115,7 +130,7 @@ if _nb is not None:
             q0 = np.int64(np.floor((np.float64(points[i, 0]) - lo[0]) / base))
             q1 = np.int64(np.floor((np.float64(points[i, 1]) - lo[1]) / base))
             q2 = np.int64(np.floor((np.float64(points[i, 2]) - lo[2]) / base))
-            keys[i] = _spread(q0) | (_spread(q1) << np.uint64(1)) | (_spread(q2) << np.uint64(2))
+            keys[i] = _morton(q0, q1, q2)
             r = radius[i]
             if not (r >= 0.0 and r < 1e30):
                 level[i] = -1
@@ -251,7 +266,7 @@ if _nb is not None:
                                     cache_rng[lv, m, 0] = 0
                                     cache_rng[lv, m, 1] = 0
                                 else:
-                                    nk = _spread(gx) | (_spread(gy) << np.uint64(1)) | (_spread(gz) << np.uint64(2))
+                                    nk = _morton(gx, gy, gz)
                                     a = _lower_bound(skeys, nk << dl)
                                     b = _lower_bound(skeys, (nk + np.uint64(1)) << dl)
                                     cache_rng[lv, m, 0] = a
@@ -261,23 +276,11 @@ if _nb is not None:
                 tol = 1e-6
                 m = 0
                 for ax in range(-1, 2):
-                    gapx = 0.0
-                    if ax == -1:
-                        gapx = (fx - cx) * s
-                    elif ax == 1:
-                        gapx = (cx + 1 - fx) * s
+                    gapx = _gap(ax, fx, cx, s)
                     for ay in range(-1, 2):
-                        gapy = 0.0
-                        if ay == -1:
-                            gapy = (fy - cy) * s
-                        elif ay == 1:
-                            gapy = (cy + 1 - fy) * s
+                        gapy = _gap(ay, fy, cy, s)
                         for az in range(-1, 2):
-                            gapz = 0.0
-                            if az == -1:
-                                gapz = (fz - cz) * s
-                            elif az == 1:
-                                gapz = (cz + 1 - fz) * s
+                            gapz = _gap(az, fz, cz, s)
                             a = cache_rng[lv, m, 0]
                             b = cache_rng[lv, m, 1]
                             m += 1
