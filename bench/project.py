@@ -32,6 +32,17 @@ def scene_points(n: int, seed: int = 0) -> np.ndarray:
     return np.stack([u * z * 0.72, v * z * 0.72, z], 1)
 
 
+def build_settings() -> dict:
+    """zbuffer keyword arguments of build-depth's defaults (pipeline.BuildConfig)."""
+    from zedd_capture.pointcloud.pipeline import BuildConfig
+
+    c = BuildConfig()
+    return dict(occlusion_radius_px=c.occlusion_radius_px, plane_radius_px=c.plane_radius_px, band_rel=c.band_rel,
+                plane_sigma_px=c.plane_sigma_px, adaptive_noise=c.adaptive_noise, noise_m=c.range_noise_m,
+                spill_ratio=c.spill_ratio, spill_radius_px=c.spill_radius_px, spill_gate_rel=c.spill_gate_rel,
+                spill_min_support=c.spill_min_support)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--points", type=int, default=20_000_000)
@@ -42,13 +53,12 @@ def main() -> None:
     out = {"points": a.points, "size": [W, H], "radius_px": r}
     variants = (("paper_splat", dict(mode="splat", band_m=None)), ("default_fill_band", dict()),
                 ("smooth_r1", dict(occlusion_radius_px=8, smooth_radius_px=1)),
-                # pipeline.BuildConfig defaults: local plane fit with per-pixel noise, plane-read fill
-                ("build_depth_settings", dict(occlusion_radius_px=8, plane_radius_px=2, band_rel=0.01,
-                                              adaptive_noise=True)))
+                # pipeline.BuildConfig defaults: local plane fit with per-pixel noise, spill removal, plane-read fill
+                ("build_depth_settings", build_settings()))
     for name, kw in variants:
         zbuffer(pts[:100_000], K, W, H, r, **kw)
         ts = []
-        for _ in range(3):
+        for _ in range(1 if name == "build_depth_settings" else 3):
             t = time.perf_counter()
             zbuffer(pts, K, W, H, r, **kw)
             ts.append(time.perf_counter() - t)

@@ -119,3 +119,21 @@ def test_depth_edges_flags_mixed_pixels_only():
     real = read_lidar(PCAP, META, edge_jump_m=0.1)
     n_all = len(read_lidar(PCAP, META).frames[0])
     assert 0.95 * n_all < len(real.frames[0]) < n_all
+
+
+def test_depth_edges_flags_mixed_returns_on_a_grazing_wall():
+    from zedd_capture.pointcloud.io import depth_edges
+
+    # one beam along a wall seen at grazing incidence: the range grows 0.4-0.8 m from column to column
+    cols = np.arange(40)
+    r_m = 6.0 + 0.4 * cols + 0.01 * cols**2
+    r = np.tile(np.round(r_m * 1000).astype(np.uint32), (2, 1))
+    r[:, 10] = np.round((r_m[9] + 0.25 * (r_m[10] - r_m[9])) * 1000)  # mixed from the footprints of 9 and 10
+    r[:, 25] = np.round((r_m[24] + 0.6 * (r_m[25] - r_m[24])) * 1000)
+    r[:, 32:] = 3000  # a step edge to a nearer surface: its returns are not mixed
+    e = depth_edges(r, 0.1)[:, 1:-1]  # (columns 0 and 39 are neighbours on a spinning lidar)
+    assert e[:, 9].all() and e[:, 24].all()
+    # the returns next to them go too; the other genuine returns of the wall (steps to both neighbours
+    # alike) and those at the step edge are kept
+    assert e.sum() <= 12 and not e[:, :7].any() and not e[:, 13:22].any() and not e[:, 27:].any()
+    assert not depth_edges(r, 0.1, grazing_ratio=None)[:, [10, 25]].any()  # the jump rule alone misses them

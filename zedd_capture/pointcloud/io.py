@@ -271,17 +271,30 @@ def read_lidar(
     )
 
 
-def depth_edges(range_mm: np.ndarray, jump_m: float, rel: float = 0.05) -> np.ndarray:
+def depth_edges(range_mm: np.ndarray, jump_m: float, rel: float = 0.05, grazing_ratio: float | None = 0.7) -> np.ndarray:
     """(H, W) mask of mixed pixels: returns whose range lies strictly between those of their two
     horizontal neighbours (same beam, adjacent columns of the staggered layout), more than
-    ``jump_m + rel * range`` from each. Thin objects (both neighbours farther) are kept."""
+    ``jump_m + rel * range`` from each. Thin objects (both neighbours farther) are kept.
+
+    grazing_ratio: also flags mixed returns on surfaces seen at grazing incidence, where the range
+    changes by more than ``jump_m`` from column to column: there a true return sits about midway
+    (the range steps to both neighbours are nearly equal, their ratio ~1), while a return mixed
+    from two adjacent footprints sits near one neighbour; flagged when the smaller step is below
+    ``grazing_ratio`` x the larger (both steps > ``jump_m``). The genuine returns next to a mixed one
+    have lopsided steps too and go with it (on the twin's grazing walls that halves the returns more
+    than 2 % too near). A step edge's own returns (one step below ``jump_m``) are kept."""
     r = range_mm.astype(np.float32) * np.float32(1e-3)
     valid = range_mm > 0
     thr = np.float32(jump_m) + np.float32(rel) * r
     rl, rr = np.roll(r, 1, axis=1), np.roll(r, -1, axis=1)
     vl, vr = np.roll(valid, 1, axis=1), np.roll(valid, -1, axis=1)
-    between = ((rl < r) & (r < rr)) | ((rr < r) & (r < rl))
-    return valid & vl & vr & between & (np.abs(r - rl) > thr) & (np.abs(r - rr) > thr)
+    between = valid & vl & vr & (((rl < r) & (r < rr)) | ((rr < r) & (r < rl)))
+    dl, dr = np.abs(r - rl), np.abs(r - rr)
+    mixed = between & (dl > thr) & (dr > thr)
+    if grazing_ratio is not None:
+        lo = np.minimum(dl, dr)
+        mixed |= between & (lo > np.float32(jump_m)) & (lo < np.float32(grazing_ratio) * np.maximum(dl, dr))
+    return mixed
 
 
 def _parse_meta(meta: Path):

@@ -152,6 +152,12 @@ def zbuffer(
     plane_sigma_px: float | None = None,
     adaptive_noise: bool = False,
     point_weights: np.ndarray | None = None,
+    spill_ratio: float = 0.0,
+    spill_radius_px: int = 2,
+    spill_window_px: int = 8,
+    spill_gate_rel: float = 0.02,
+    spill_rounds: int = 2,
+    spill_min_support: float = 0.0,
 ) -> np.ndarray:
     """Depth map (height, width) float32 metres, 0 where no point lands (after splatting).
 
@@ -175,6 +181,11 @@ def zbuffer(
     from a local plane fitted to the front-surface points of the pixels within that radius on the
     same surface (:func:`fit_local_planes`, ``noise_m`` = lidar range noise, m): unbiased on tilted
     and curved surfaces and free of points behind the visible surface.
+    spill_ratio > 0: front clusters whose point support (summed over the same-surface pixels within
+    ``spill_radius_px``) is below ``spill_ratio`` x that surface's typical support within
+    ``spill_window_px`` are dropped and the cluster behind them taken (:func:`spill_mask`; pixels with
+    nothing behind keep theirs), ``spill_rounds`` times: the sideways-scattered fringe of near objects;
+    only where that surface has at least ``spill_min_support`` points (counts) within the radius.
     """
     wts = None
     if point_weights is not None:  # zero weight: the point is not used at all
@@ -199,18 +210,21 @@ def zbuffer(
         total = np.bincount(lin, minlength=n_px)
         need = np.maximum(min_support, np.ceil(support_frac * total))
         alive = np.ones(len(z), dtype=bool)
-        for _ in range(max(1, outlier_rounds)):
-            # nearest depth per pixel; a front cluster with too little support is an outlier
-            # (mixed pixels, stray points): drop it and look again behind it
-            near[:] = np.inf
-            np.minimum.at(near, lin[alive], z[alive])
-            limit = near[lin] * np.float32(1.0 + band_rel) + np.float32(band_m)
-            sel = alive & (z <= limit)
-            cnt = np.bincount(lin[sel], minlength=n_px)
-            weak = (cnt < need) & (cnt > 0)
-            if not weak.any():
+        sel, cnt = _front_clusters(lin, z, alive, need, near, band_m, band_rel, outlier_rounds)
+        for _ in range(spill_rounds if spill_ratio > 0 else 0):
+            # a front cluster whose point density is well below that of the same surface nearby is
+            # the spill of a nearer surface's laterally scattered points over its silhouette
+            m1 = np.bincount(lin[sel], weights=z[sel], minlength=n_px) / np.maximum(cnt, 1)
+            sup = cnt if wts is None else np.bincount(lin[sel], weights=wts[sel], minlength=n_px)
+            spill = spill_mask(np.where(cnt > 0, m1, np.inf).reshape(height, width), sup.reshape(height, width),
+                               spill_radius_px, spill_window_px, spill_ratio, spill_gate_rel, spill_min_support,
+                               cnt.reshape(height, width)).ravel()
+            # ... unless nothing lies behind it: a sparse surface is better than a hole
+            spill &= np.bincount(lin[alive], minlength=n_px) > cnt
+            if not spill.any():
                 break
-            alive &= ~(sel & weak[lin])
+            alive &= ~(sel & spill[lin])
+            sel, cnt = _front_clusters(lin, z, alive, need, near, band_m, band_rel, outlier_rounds)
         if wts is None:
             s = np.bincount(lin[sel], weights=z[sel], minlength=n_px)
             m1 = np.where(cnt > 0, s / np.maximum(cnt, 1), np.inf)
@@ -268,6 +282,56 @@ def zbuffer(
     else:
         out = own
     out = np.where(np.isfinite(out), out, 0.0).astype(np.float32)
+    return out
+
+
+def _front_clusters(lin, z, alive, need, near, band_m, band_rel, rounds):
+    """(sel, cnt): the points of each pixel's front cluster (within the band behind its nearest alive point)
+    and their number per pixel. A front cluster with fewer than ``need`` points is an outlier (mixed
+    pixels, stray points): it is dropped (``alive`` updated in place) and the next one behind tried."""
+    n_px = len(near)
+    for _ in range(max(1, rounds)):
+        near[:] = np.inf
+        np.minimum.at(near, lin[alive], z[alive])
+        limit = near[lin] * np.float32(1.0 + band_rel) + np.float32(band_m)
+        sel = alive & (z <= limit)
+        cnt = np.bincount(lin[sel], minlength=n_px)
+        weak = (cnt < need) & (cnt > 0)
+        if not weak.any():
+            break
+        alive &= ~(sel & weak[lin])
+    return sel, cnt
+
+
+def spill_mask(front: np.ndarray, support: np.ndarray, radius: int, window: int, ratio: float,
+               gate_rel: float = 0.02, min_support: float = 0.0, counts: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) bool: pixels whose front surface (depth ``front``, inf = none) holds too few points to be
+    that surface's interior: the support summed over the same-surface pixels within ``radius`` is below
+    ``ratio`` x the typical such sum of the same surface within ``window`` (the support-weighted mean,
+    dominated by its interior). Range noise of a point seen at an angle to the camera scatters it
+    sideways in the image; on a straight edge the scattered density falls to half the interior's
+    right at the edge, so ``ratio`` = 0.5 keeps the silhouette where it is. ``counts`` (point counts per
+    pixel, when ``support`` is weighted) and ``min_support``: surfaces whose typical count within
+    ``radius`` is below it are left alone (too few points for the test)."""
+    f = np.where(np.isfinite(front), front, np.float32(0)).astype(np.float32)
+    sup = np.where(f > 0, support, 0).astype(np.float32)
+    tol = np.float32(gate_rel) * f
+
+    def gated_sum(val, r):
+        out = np.zeros_like(f)
+        for dy, dx in _window_offsets(r):
+            fn = _shift_fill(f, dy, dx, 0.0)
+            out += np.where((fn > 0) & (np.abs(fn - f) <= tol), _shift_fill(val, dy, dx, 0.0), 0)
+        return out
+
+    S = gated_sum(sup, radius)
+    S2 = gated_sum(S * S, window)
+    S1 = gated_sum(S, window)
+    ref = S2 / np.maximum(S1, 1e-12)
+    out = (f > 0) & (S < np.float32(ratio) * ref)
+    if min_support > 0:  # too few points on the surface for the test: a sparse object, not a fringe
+        c = gated_sum(np.where(f > 0, support if counts is None else counts, 0).astype(np.float32), radius)
+        out &= gated_sum(c * c, window) / np.maximum(gated_sum(c, window), 1e-12) >= np.float32(min_support)
     return out
 
 
