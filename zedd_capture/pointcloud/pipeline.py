@@ -63,6 +63,11 @@ class BuildConfig:
     spill_radius_px: int = 3
     spill_gate_rel: float = 0.05
     spill_min_support: float = 15.0
+    # a pixel's front cluster with thin_ratio x fewer points than lie just behind it (within thin_depth_rel of
+    # its depth) is a layer of mixed returns (surfaces at grazing incidence), not a surface: dropped. Twin,
+    # within 0.5 %: hallway02 84.0 -> 85.8 %, kitchen01 94.0 -> 94.0 %, office03 87.0 -> 87.1 %. 0: off
+    thin_ratio: float = 2.0
+    thin_depth_rel: float = 0.1
     range_noise_m: float = 0.01  # lidar range noise (1 sigma): point selection / edge gates of the plane fit
     adaptive_noise: bool = True  # per-pixel noise measured from the plane-fit residuals (far / weak returns are noisier)
     edge_jump_m: float | None = 0.1  # drop mixed pixels at depth edges (see io.depth_edges)
@@ -240,7 +245,8 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
                          plane_radius_px=cfg.plane_radius_px, plane_iterations=cfg.plane_iterations,
                          plane_sigma_px=cfg.plane_sigma_px, noise_m=cfg.range_noise_m, adaptive_noise=cfg.adaptive_noise,
                          point_weights=weights, spill_ratio=cfg.spill_ratio, spill_radius_px=cfg.spill_radius_px,
-                         spill_gate_rel=cfg.spill_gate_rel, spill_min_support=cfg.spill_min_support)
+                         spill_gate_rel=cfg.spill_gate_rel, spill_min_support=cfg.spill_min_support,
+                         thin_ratio=cfg.thin_ratio, thin_depth_rel=cfg.thin_depth_rel)
         del pc, weights
         report("project", 1, 1)
     timings["project"] = st.dt
@@ -262,7 +268,8 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
                "splat_radius_px": radius, "splat_mode": cfg.splat_mode, "band_m": cfg.band_m,
                "band_rel": cfg.band_rel, "adaptive_noise": cfg.adaptive_noise,
                "view_weight_power": cfg.view_weight_power, "view_weight_floor": cfg.view_weight_floor,
-               "plane_radius_px": cfg.plane_radius_px, "plane_sigma_px": cfg.plane_sigma_px, "spill_ratio": cfg.spill_ratio},
+               "plane_radius_px": cfg.plane_radius_px, "plane_sigma_px": cfg.plane_sigma_px, "spill_ratio": cfg.spill_ratio,
+               "thin_ratio": cfg.thin_ratio},
     )
     with _stage("write") as st:
         report("write", 0, 1)

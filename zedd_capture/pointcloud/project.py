@@ -158,6 +158,8 @@ def zbuffer(
     spill_gate_rel: float = 0.02,
     spill_rounds: int = 2,
     spill_min_support: float = 0.0,
+    thin_ratio: float = 0.0,
+    thin_depth_rel: float = 0.1,
 ) -> np.ndarray:
     """Depth map (height, width) float32 metres, 0 where no point lands (after splatting).
 
@@ -186,6 +188,9 @@ def zbuffer(
     ``spill_window_px`` are dropped and the cluster behind them taken (:func:`spill_mask`; pixels with
     nothing behind keep theirs), ``spill_rounds`` times: the sideways-scattered fringe of near objects;
     only where that surface has at least ``spill_min_support`` points (counts) within the radius.
+    thin_ratio > 0: a front cluster with at least ``thin_ratio`` times as many points just behind it
+    (within ``thin_depth_rel`` x its depth) is a thin layer of mixed returns in front of a surface, not a
+    surface (mixed returns lie between the two footprints, so always in front): dropped like an outlier.
     """
     wts = None
     if point_weights is not None:  # zero weight: the point is not used at all
@@ -210,7 +215,7 @@ def zbuffer(
         total = np.bincount(lin, minlength=n_px)
         need = np.maximum(min_support, np.ceil(support_frac * total))
         alive = np.ones(len(z), dtype=bool)
-        sel, cnt = _front_clusters(lin, z, alive, need, near, band_m, band_rel, outlier_rounds)
+        sel, cnt = _front_clusters(lin, z, alive, need, near, band_m, band_rel, outlier_rounds, thin_ratio, thin_depth_rel)
         for _ in range(spill_rounds if spill_ratio > 0 else 0):
             # a front cluster whose point density is well below that of the same surface nearby is
             # the spill of a nearer surface's laterally scattered points over its silhouette
@@ -224,7 +229,7 @@ def zbuffer(
             if not spill.any():
                 break
             alive &= ~(sel & spill[lin])
-            sel, cnt = _front_clusters(lin, z, alive, need, near, band_m, band_rel, outlier_rounds)
+            sel, cnt = _front_clusters(lin, z, alive, need, near, band_m, band_rel, outlier_rounds, thin_ratio, thin_depth_rel)
         if wts is None:
             s = np.bincount(lin[sel], weights=z[sel], minlength=n_px)
             m1 = np.where(cnt > 0, s / np.maximum(cnt, 1), np.inf)
@@ -285,9 +290,10 @@ def zbuffer(
     return out
 
 
-def _front_clusters(lin, z, alive, need, near, band_m, band_rel, rounds):
+def _front_clusters(lin, z, alive, need, near, band_m, band_rel, rounds, thin_ratio=0.0, thin_depth_rel=0.1):
     """(sel, cnt): the points of each pixel's front cluster (within the band behind its nearest alive point)
-    and their number per pixel. A front cluster with fewer than ``need`` points is an outlier (mixed
+    and their number per pixel. A front cluster with fewer than ``need`` points, or (thin_ratio > 0) with
+    ``thin_ratio`` x as many points within ``thin_depth_rel`` x its depth behind it, is an outlier (mixed
     pixels, stray points): it is dropped (``alive`` updated in place) and the next one behind tried."""
     n_px = len(near)
     for _ in range(max(1, rounds)):
@@ -297,6 +303,9 @@ def _front_clusters(lin, z, alive, need, near, band_m, band_rel, rounds):
         sel = alive & (z <= limit)
         cnt = np.bincount(lin[sel], minlength=n_px)
         weak = (cnt < need) & (cnt > 0)
+        if thin_ratio > 0:  # a thin layer in front of a surface with many more points just behind it
+            behind = alive & ~sel & (z <= near[lin] * np.float32(1.0 + thin_depth_rel))
+            weak |= (cnt > 0) & (np.bincount(lin[behind], minlength=n_px) >= thin_ratio * cnt)
         if not weak.any():
             break
         alive &= ~(sel & weak[lin])
