@@ -77,10 +77,13 @@ class SharpSearch:
     half_width: float = float("nan")  # half width at half height of the focus peak (counts)
     std_counts: float = float("nan")  # 1-sigma of ``hexcode_float`` from the peak fit's residuals
     fit_window: tuple[float, float] = (float("nan"), float("nan"))  # motor range of the peak fit (counts)
+    fine_samples: list[tuple[int, float]] = field(default_factory=list)  # fine stage on ``capture_fine`` only
+    reference_captures: int = 0  # small-aperture reference shots
 
     @property
     def captures(self) -> int:
-        return len(self.samples)
+        """Wide-aperture captures (preview + fine stage)."""
+        return len(self.samples) + len(self.fine_samples)
 
 
 def _curve(samples: Sequence[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +158,9 @@ def find_sharp_hexcode(
     fit_drop: float = 0.05,
     fit_points: int = 25,
     reference_every: int = 3,
+    capture_fine: CaptureFn | None = None,
+    capture_fine_reference: CaptureFn | None = None,
+    roi_fine: tuple[int, int, int, int] | None = None,
 ) -> SharpSearch:
     """Find the motor position where the board region is sharpest.
 
@@ -167,17 +173,36 @@ def find_sharp_hexcode(
     window) is shot at every ``reference_every``-th fine position; the wide measure is divided by a
     quadratic fitted to it, which removes the lens-breathing magnification tilt (~10 counts) without
     adding the reference's own noise.
+
+    ``capture_fine`` (with ``capture_fine_reference`` and ``roi_fine``) runs the fine stage on other
+    images than the coarse/zoom stages, e.g. a crop of the board at the sensor's native pixel pitch:
+    the peak is then narrower in counts (CoC per count grows with 1 / pitch), so the fit window is
+    narrower and the motor curve's local bend biases the quartic much less. Its samples are kept apart
+    (``fine_samples``: a different image has a different measure scale); the first fine samples span
+    +- half the preview's half width and are re-taken narrower until they span ~2 fit windows.
     """
     samples: list[tuple[int, float]] = []
     lo, hi = int(lo), int(hi)
+    separate = capture_fine is not None
+    fine: list[tuple[int, float]] = [] if separate else samples
+    cap_f = capture_fine if separate else capture
+    ref_f = capture_fine_reference if separate else capture_reference
+    roi_f = roi_fine if separate else roi
+    n_refs = 0
 
     refs: list[tuple[int, float]] = []  # (position, reference measure) in the fine stage
 
-    def take(h: float, reference: bool = False) -> None:
+    def take(h: float) -> None:
         a = int(move_to(int(np.clip(round(h), 0, 0xFFFF))))
         samples.append((a, focus_measure(capture(), roi)))
-        if reference and capture_reference is not None:
-            refs.append((a, focus_measure(capture_reference(), roi)))
+
+    def take_fine(h: float, reference: bool = False) -> None:
+        nonlocal n_refs
+        a = int(move_to(int(np.clip(round(h), 0, 0xFFFF))))
+        fine.append((a, focus_measure(cap_f(), roi_f)))
+        if reference and ref_f is not None:
+            refs.append((a, focus_measure(ref_f(), roi_f)))
+            n_refs += 1
 
     if centre is None:
         a, b = lo, hi
@@ -208,24 +233,29 @@ def find_sharp_hexcode(
     if not precise:
         return SharpSearch(c, int(round(c)), int(samples[-1][0]), samples, hw)
     # fine: curvature of the top from a parabola over the central part of the peak
-    for h in np.linspace(c - 0.5 * hw, c + 0.5 * hw, 7):
-        take(h)
-    hs, ms = _curve(samples)
-    near = np.abs(hs - c) <= 0.6 * hw
-    if near.sum() < 5:
-        raise CalibrationError("sharp search: too few samples on the focus peak")
-    q = np.polyfit(hs[near] - c, ms[near], 2)
-    if q[0] >= 0:
-        raise CalibrationError("sharp search: the focus measure has no peak (is the board in view and lit?)")
-    centre_est = float(np.clip(c - q[1] / (2 * q[0]), c - 0.5 * hw, c + 0.5 * hw))
-    top = float(np.polyval(q, centre_est - c))
-    w_fit = float(np.clip(np.sqrt(fit_drop * top / -q[0]), 4.0, 0.8 * hw))
+    span = 0.5 * hw
+    for _ in range(4 if separate else 1):
+        for h in np.linspace(c - span, c + span, 7):
+            take_fine(h)
+        hs, ms = _curve(fine)
+        near = np.abs(hs - c) <= 1.2 * span
+        if near.sum() < 5:
+            raise CalibrationError("sharp search: too few samples on the focus peak")
+        q = np.polyfit(hs[near] - c, ms[near], 2)
+        if q[0] >= 0:
+            raise CalibrationError("sharp search: the focus measure has no peak (is the board in view and lit?)")
+        centre_est = float(np.clip(c - q[1] / (2 * q[0]), c - span, c + span))
+        top = float(np.polyval(q, centre_est - c))
+        w_fit = float(np.clip(np.sqrt(fit_drop * top / -q[0]), 4.0, 0.8 * hw))
+        if w_fit >= 0.45 * span:  # the parabola spans about the fit window: its curvature is the top's
+            break
+        c, span = centre_est, 1.5 * w_fit  # much sharper peak (fine images): look closer
     est = sd = float("nan")
     for it in range(2):
         n_fit = fit_points if it == 0 else fit_points // 2
         for j, h in enumerate(np.linspace(centre_est - w_fit, centre_est + w_fit, n_fit)):
-            take(h, reference=j % reference_every == 0 or j == n_fit - 1)
-        hs, ms = _curve(samples)
+            take_fine(h, reference=j % reference_every == 0 or j == n_fit - 1)
+        hs, ms = _curve(fine)
         sel = np.abs(hs - centre_est) <= w_fit + 0.5
         mf = ms[sel]
         if len(refs) >= 3:  # divide by the smoothed small-aperture measure: cancels the breathing tilt
@@ -242,8 +272,9 @@ def find_sharp_hexcode(
     final = int(round(est))
     achieved = int(move_to(final))
     if progress:
-        progress(f"sharp at {est:.1f} +- {sd:.1f} counts ({len(samples)} positions)")
-    return SharpSearch(est, final, achieved, samples, hw, sd, (centre_est - w_fit, centre_est + w_fit))
+        progress(f"sharp at {est:.1f} +- {sd:.1f} counts ({len(samples) + (len(fine) if separate else 0)} positions)")
+    return SharpSearch(est, final, achieved, samples, hw, sd, (centre_est - w_fit, centre_est + w_fit),
+                       fine if separate else [], n_refs)
 
 
 # --- board distance at a sharp hexcode ------------------------------------------------------------

@@ -128,6 +128,57 @@ def _grey_capture(tw, f_number: float):
     return cap
 
 
+def native_pixel_pitch_mm(reference_rig: str = "zedd-reference") -> float:
+    """The sensor's pixel pitch as shot (mm): sensor width / image width of the reference rig (the alpha 1 II's
+    4104 px images). The sim rig renders at a quarter of that; the sharp search's fine stage crops the board at
+    this pitch."""
+    from ..rig import load_rig
+
+    cam = load_rig(reference_rig).camera
+    return cam.sensor_width_mm / cam.width_px
+
+
+def _native_crop(tw, roi: tuple[int, int, int, int], pitch_mm: float | None = None, margin_px: int = 8):
+    """Window of the board region ``roi`` (px of the twin's images) in a full-size shot at ``pitch_mm``.
+
+    Returns (size (w, h), region (x0, y0, x1, y1) of that shot, roi inside the region's crop); the crop
+    gets ``margin_px`` around the roi so no filter touches its border.
+    """
+    rig = tw.rig
+    pitch_mm = native_pixel_pitch_mm() if pitch_mm is None else pitch_mm
+    w0, h0 = tw.render_size or (rig.camera.width_px, rig.camera.height_px)
+    s = rig.camera.sensor_width_mm / w0 / pitch_mm
+    W, H = int(round(w0 * s)), int(round(h0 * s))
+    x0, y0 = (max(int(np.floor(v * s)) - margin_px, 0) for v in roi[:2])
+    x1, y1 = min(int(np.ceil(roi[2] * s)) + margin_px, W), min(int(np.ceil(roi[3] * s)) + margin_px, H)
+    inner = (int(np.floor(roi[0] * s)) - x0, int(np.floor(roi[1] * s)) - y0,
+             int(np.ceil(roi[2] * s)) - x0, int(np.ceil(roi[3] * s)) - y0)
+    return (W, H), (x0, y0, x1, y1), inner
+
+
+def _grey_crop_capture(tw, f_number: float, size: tuple[int, int], region: tuple[int, int, int, int]):
+    """Like :func:`_grey_capture` for the window ``region`` of a ``size`` (w, h) px shot (twin only)."""
+
+    def cap() -> np.ndarray:
+        tw.camera.set_aperture(f_number)
+        tw.camera.set_shutter(tw.rig.exposure.shutter_for(f_number))
+        return cv2.imdecode(np.frombuffer(tw.camera.capture_region(region, size), np.uint8), cv2.IMREAD_GRAYSCALE)
+
+    return cap
+
+
+def sharp_search_twin(tw, roi: tuple[int, int, int, int], lo: int, hi: int, wide: float, small: float,
+                      native_fine: bool = True, **kw):
+    """:func:`find_sharp_hexcode` on the twin: preview stages on the rig's images (ratio to ``small``
+    f-number), fine stage (``native_fine``) on a crop of ``roi`` rendered at the sensor's native pitch."""
+    if native_fine:
+        size, region, inner = _native_crop(tw, roi)
+        kw.update(capture_fine=_grey_crop_capture(tw, wide, size, region),
+                  capture_fine_reference=_grey_crop_capture(tw, small, size, region), roi_fine=inner)
+    return find_sharp_hexcode(_grey_capture(tw, wide), tw.focus_motor.move_to, lo, hi, roi,
+                              capture_reference=_grey_capture(tw, small), **kw)
+
+
 # --- focus LUT ----------------------------------------------------------------------------------
 def _predict_distance(entries: list[FocusLUTEntry], hexcode: int) -> float:
     """Distance at ``hexcode`` from the measured entries: a low-order fit of diopters vs hexcode.
@@ -250,10 +301,9 @@ def _focus_twin(rig, targets, canonical_hex, intr, method, paper_views, bootstra
         T = _board_pose(board, z)
         tw.place_board(T, board)
         roi = board_roi(_shoot(tw, rig.capture.all_in_focus_f_number), board, f"board at {z:.2f} m (F16 preview)")
-        res = find_sharp_hexcode(_grey_capture(tw, wide), tw.focus_motor.move_to, lo, hi, roi, centre=centre,
-                                 window=window, coarse_points=9 if centre is not None else 13, precise=precise,
-                                 progress=progress,
-                                 capture_reference=_grey_capture(tw, rig.capture.all_in_focus_f_number))
+        res = sharp_search_twin(tw, roi, lo, hi, wide, rig.capture.all_in_focus_f_number, native_fine=precise,
+                                centre=centre, window=window, coarse_points=9 if centre is not None else 13,
+                                precise=precise, progress=progress)
         m = _measure_at(tw, rig, board, T, canonical_hex, intr, method, paper_views, res.achieved, W, H)
         best = m[method]
         # the board was sharp at the search's estimate, not exactly at the achieved position: record the estimate

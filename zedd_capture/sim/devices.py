@@ -90,6 +90,17 @@ class TwinCamera:
         rgb = self._twin.shoot(self.f_number, self.shutter_s, self.iso)
         return encode_jpeg(rgb, self._twin.rig.camera.jpeg_quality)
 
+    def capture_region(self, region: tuple[int, int, int, int], size: tuple[int, int]) -> bytes:
+        """JPEG of the window ``region`` (x0, y0, x1, y1 px) of a photograph of ``size`` (w, h) px.
+
+        Twin only: what cropping a full-resolution shot gives (e.g. the sensor's native pixel pitch while
+        the twin otherwise renders at a reduced size); optics, noise per pixel and JPEG as ``capture``.
+        """
+        if not self.is_open:
+            raise DeviceError("twin camera: capture_region() before open()")
+        rgb = self._twin.shoot(self.f_number, self.shutter_s, self.iso, region=region, size=size)
+        return encode_jpeg(rgb, self._twin.rig.camera.jpeg_quality)
+
 
 class TwinFocusMotor:
     """FocusMotor protocol of the twin (the body's read-back is the achieved position)."""
@@ -184,20 +195,27 @@ class TwinRig:
         self.achieved[int(hexcode)] = achieved
         return achieved
 
-    def shoot(self, f_number: float, shutter_s: float, iso: int) -> np.ndarray:
-        """Render one photograph (uint8 RGB) at the current state."""
-        w, h = self.render_size or (self.rig.camera.width_px, self.rig.camera.height_px)
+    def shoot(self, f_number: float, shutter_s: float, iso: int, region: tuple[int, int, int, int] | None = None,
+              size: tuple[int, int] | None = None) -> np.ndarray:
+        """Render one photograph (uint8 RGB) at the current state.
+
+        ``size`` (w, h) overrides the image size; ``region`` (x0, y0, x1, y1 px of that image) renders only
+        that window of it (same pitch and optics as the full image).
+        """
+        w, h = size or self.render_size or (self.rig.camera.width_px, self.rig.camera.height_px)
         # identity-seeded noise: the k-th shot of the same state (position, exposure, pose, board) is the same
         # image whatever was shot before (a resumed capture re-creates identical files)
         board_key = 0 if self._scene.board is None else zlib.crc32(np.asarray(self._scene.board[1]).tobytes())
         key = (int(self.position), round(f_number * 100), round(shutter_s * 1e7), int(iso),
                zlib.crc32(np.asarray(self.camera_pose, float).tobytes()), board_key)
+        if region is not None or size is not None:  # full-frame keys (and their noise) stay as they were
+            key = key + (zlib.crc32(np.asarray([w, h, *(region or (0, 0, w, h))], np.int64).tobytes()),)
         k = self._shot_counts.get(key, 0)
         self._shot_counts[key] = k + 1
         rng = np.random.default_rng(self._seed + [2, *key, k])
         d = self.focus_distance_m
         shot = render_shot(self._scene, self.rig, d, f_number, shutter_s, iso, rng, self.camera_pose, w, h,
-                           cache=self.view_cache)
+                           cache=self.view_cache, region=region)
         self.sim_time_s += shutter_s
         self.shots.append(ShotRecord(len(self.shots), self.position, d, f_number, shutter_s, iso, self.sim_time_s))
         return shot.rgb

@@ -243,7 +243,7 @@ def _fill_hidden_background(out: np.ndarray, acc: np.ndarray, a: np.ndarray, dia
 
 
 def render_defocused(radiance: np.ndarray, depth: np.ndarray, focus_distance_m: float, f_number: float,
-                     rig: Rig, K: np.ndarray | None = None) -> np.ndarray:
+                     rig: Rig, K: np.ndarray | None = None, pixel_pitch_mm: float | None = None) -> np.ndarray:
     """Occlusion-aware thin-lens defocus of an all-in-focus render (linear radiance, z-depth in m).
 
     Pixels go to depth layers by signed CoC (0.5 px bins up to 4 px, then 10 % bins); each layer's
@@ -251,9 +251,10 @@ def render_defocused(radiance: np.ndarray, depth: np.ndarray, focus_distance_m: 
     (f^2 |D - d| / (N D (d - f)) over the pixel pitch sensor_width / image width) and composited
     back to front; the result is normalised by the accumulated alpha (fills what occluders hid).
     ``K`` is not needed (the pitch follows the image width); accepted for symmetry with render_view.
+    ``pixel_pitch_mm`` overrides that pitch (mm) for a window (crop) of a larger image.
     """
     H, W = depth.shape
-    pitch = rig.camera.sensor_width_mm / W
+    pitch = rig.camera.sensor_width_mm / W if pixel_pitch_mm is None else float(pixel_pitch_mm)
     c = signed_coc_px(depth, focus_distance_m, f_number, rig.lens.focal_length_mm, pitch).astype(np.float32)
     bins = _bin_index(c)
     out = np.zeros((H, W, 3), np.float32)
@@ -363,17 +364,32 @@ class ShotResult:
 
 def render_shot(scene: SimScene, rig: Rig, focus_distance_m: float, f_number: float, shutter_s: float, iso: int,
                 rng: np.random.Generator, T_world_camera: np.ndarray | None = None, width: int | None = None,
-                height: int | None = None, cache: ViewCache | None = None) -> ShotResult:
-    """Render one photograph as shot at ``focus_distance_m`` (breathing + defocus + exposure + noise)."""
+                height: int | None = None, cache: ViewCache | None = None,
+                region: tuple[int, int, int, int] | None = None) -> ShotResult:
+    """Render one photograph as shot at ``focus_distance_m`` (breathing + defocus + exposure + noise).
+
+    ``region`` (x0, y0, x1, y1; px of the ``width`` x ``height`` image, end exclusive) renders only that
+    window of the image, at the same pixel pitch (sensor width / ``width``) and optics: what cropping a
+    full-size photograph gives. ``K`` of the result is the window's intrinsics.
+    """
     w = width or rig.camera.width_px
     h = height or rig.camera.height_px
     T = scene.tripod_camera_pose if T_world_camera is None else np.asarray(T_world_camera, float)
     K = K_at_focus(rig, focus_distance_m, w, h)
+    pitch = rig.camera.sensor_width_mm / w
+    if region is not None:
+        x0, y0, x1, y1 = (int(v) for v in region)
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise ValueError(f"region {region} outside the {w}x{h} image")
+        K = K.copy()
+        K[0, 2] -= x0
+        K[1, 2] -= y0
+        w, h = x1 - x0, y1 - y0
     if cache is None:
         rad, depth = render_view(scene, K, w, h, T)
     else:
         rad, depth = cache.get(scene, K, w, h, T)
-    blurred = render_defocused(rad, depth, focus_distance_m, f_number, rig, K)
+    blurred = render_defocused(rad, depth, focus_distance_m, f_number, rig, K, pixel_pitch_mm=pitch)
     rgb = expose(blurred, f_number, shutter_s, iso, rig, rng)
     return ShotResult(rgb, blurred, depth, K, {"focus_distance_m": focus_distance_m, "f_number": f_number,
                                                "shutter_s": shutter_s, "iso": iso})
