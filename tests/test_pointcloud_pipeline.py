@@ -90,6 +90,18 @@ def test_build_depth_matches_twin_truth(built):
         assert p.is_file()
 
 
+def test_mask_edge_band_zeroes_the_bands_at_depth_edges(built, tmp_path):
+    from zedd_capture.pointcloud.pipeline import BuildConfig
+    from zedd_capture.pointcloud.project import depth_edge_band
+
+    root, rig, _, s, _ = built
+    masked = build_depth(rig, root, SCENE, config=BuildConfig(mask_edge_band=True, write_cloud=False)).depth
+    band = depth_edge_band(s.depth)
+    assert 0.001 < band.mean() < 0.2
+    assert np.all(masked[band] == 0)
+    np.testing.assert_array_equal(masked[~band], s.depth[~band])
+
+
 def test_trajectory_ate(built):
     root, _, truth, _, _ = built
     te, Pe = read_tum(SceneLayout(root, SCENE).trajectory_path)

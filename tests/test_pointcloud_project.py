@@ -356,3 +356,13 @@ def test_thin_layer_of_mixed_returns_in_front_of_a_surface_is_dropped():
     assert within(plain) < 0.8 and within(thin) > 0.95  # (what is left: the bar's edges)
     bar_px = np.abs(xc[inner]) < 0.08  # the bar, away from its edges (40 % nearer than the wall: not a thin layer)
     np.testing.assert_array_equal(thin[inner][bar_px] < 3, plain[inner][bar_px] < 3)
+
+
+def test_depth_edge_band_marks_both_sides_of_a_jump_only():
+    from zedd_capture.pointcloud.project import depth_edge_band
+
+    d = np.tile(np.linspace(3.0, 3.3, W, dtype=np.float32), (H, 1))  # a slanted wall: 0.13 % per pixel
+    d[:, 50:] *= 0.8  # a nearer surface from column 50 on (-20 %)
+    d[10, 10] = 0  # an invalid pixel is not an edge
+    band = depth_edge_band(d, 0.05)
+    assert band[:, 49].all() and band[:, 50].all() and band.sum() == 2 * H

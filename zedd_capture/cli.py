@@ -187,15 +187,17 @@ def build_depth(
     root: Path = RootOpt,
     mode: str = typer.Option("fast", "--mode", help="fast (frame-to-local-map ICP) or paper (the paper's literal loop)."),
     split: str = typer.Option("val", "--split", help="Split folder of the exported ZEDD sample."),
+    mask_edges: bool = typer.Option(False, "--mask-edges", help="Mark the 1-px bands at depth edges invalid (0) in the exported depth map."),
 ) -> None:
     """Lidar sweep -> world cloud -> registered, cleaned, projected depth map; export the ZEDD sample."""
     from .pointcloud.export import export_zedd
+    from .pointcloud.pipeline import BuildConfig
     from .pointcloud.pipeline import build_depth as run
 
     r = _rig(rig)
     with _progress() as progress:
         bars = _StageBars(progress)
-        summary = _run_stage(run, r, root, scene, mode=mode, progress=bars)
+        summary = _run_stage(run, r, root, scene, mode=mode, progress=bars, config=BuildConfig(mask_edge_band=mask_edges))
         bars("export", 0, 1)
         sample = _run_stage(export_zedd, r, root, scene, summary.depth, summary.K, split=split)
         bars("export", 1, 1)

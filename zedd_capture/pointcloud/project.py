@@ -290,6 +290,24 @@ def zbuffer(
     return out
 
 
+def depth_edge_band(depth: np.ndarray, jump_rel: float = 0.05) -> np.ndarray:
+    """(H, W) bool: pixels next to a depth edge of ``depth`` (m, 0 = invalid): a 4-neighbour's depth differs by
+    more than ``jump_rel`` (log ratio), both sides of the edge. Which surface the centre ray of such a pixel
+    meets is decided by the points' sub-pixel positions and is the least certain part of the map."""
+    d = np.asarray(depth, dtype=np.float32)
+    ld = np.log(np.where(d > 0, d, 1.0))
+    ok = d > 0
+    band = np.zeros(d.shape, bool)
+    for axis in (0, 1):
+        a = [slice(None)] * 2
+        b = [slice(None)] * 2
+        a[axis], b[axis] = slice(1, None), slice(None, -1)
+        jump = ok[tuple(a)] & ok[tuple(b)] & (np.abs(ld[tuple(a)] - ld[tuple(b)]) > np.float32(jump_rel))
+        band[tuple(a)] |= jump
+        band[tuple(b)] |= jump
+    return band
+
+
 def _front_clusters(lin, z, alive, need, near, band_m, band_rel, rounds, thin_ratio=0.0, thin_depth_rel=0.1):
     """(sel, cnt): the points of each pixel's front cluster (within the band behind its nearest alive point)
     and their number per pixel. A front cluster with fewer than ``need`` points, or (thin_ratio > 0) with

@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 
 from ..geometry import invert, read_tum, rotation_angle_deg
+from ..pointcloud.project import depth_edge_band
 
 
 def read_lut(path: Path) -> dict[int, float]:
@@ -37,6 +38,7 @@ def depth_accuracy(depth: np.ndarray, true_depth: np.ndarray, tolerance: float =
     p, t = depth[valid].astype(float), true_depth[valid].astype(float)
     rel = np.abs(p - t) / t
     ratio = np.maximum(p / t, t / p)
+    off_edges = ~depth_edge_band(np.where(np.isfinite(depth), depth, 0))[valid]  # of the map under test
     return {
         "pixels": int(valid.sum()),
         "coverage": float(valid.sum() / max(true_valid.sum(), 1)),
@@ -45,6 +47,10 @@ def depth_accuracy(depth: np.ndarray, true_depth: np.ndarray, tolerance: float =
         f"within_{tolerance * 100:g}pct": float((rel <= tolerance).mean()) if rel.size else 0.0,
         "d1_05": float((ratio < 1.05).mean()) if rel.size else 0.0,
         "d1_25": float((ratio < 1.25).mean()) if rel.size else 0.0,
+        # the same outside the 1-px bands at the map's own depth edges (what --mask-edges exports)
+        "edge_band_fraction": float(1.0 - off_edges.mean()) if rel.size else 0.0,
+        f"within_{tolerance * 100:g}pct_off_edges": float((rel[off_edges] <= tolerance).mean()) if off_edges.any() else 0.0,
+        "abs_rel_off_edges": float(rel[off_edges].mean()) if off_edges.any() else float("nan"),
     }
 
 

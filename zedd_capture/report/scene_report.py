@@ -170,6 +170,9 @@ def summary_rows(numbers: dict) -> list[tuple[str, str, str]]:
         rows += [("depth AbsRel", f"{d['abs_rel'] * 100:.3f} %", "<= 0.5 %"),
                  ("depth pixels within 0.5 %", f"{d['within_0.5pct'] * 100:.2f} %", ">= 99 %"),
                  ("depth coverage of true-valid pixels", f"{d['coverage'] * 100:.1f} %", "")]
+        if "within_0.5pct_off_edges" in d:
+            rows.append((f"  outside 1-px depth-edge bands ({d['edge_band_fraction'] * 100:.1f} % of pixels)",
+                         f"{d['within_0.5pct_off_edges'] * 100:.2f} % within 0.5 %, AbsRel {d['abs_rel_off_edges'] * 100:.2f} %", ""))
     if "focus_lut" in acc:
         rows.append(("focus LUT max error", f"{acc['focus_lut']['max_rel_error'] * 100:.3f} %", "<= 0.5 %"))
     if "breathing" in acc:
