@@ -53,7 +53,7 @@ def test_refined_deskew_velocity_beats_lagging_prior():
     # fast, accelerating hand-held motion: deskewing with the previous frame's velocity leaves the
     # frames skewed; re-estimating the velocity after registration (refine_deskew) fixes it
     sw = make_sweep(12, seed=5, n_beams=32, n_cols=512, amplitude=3.0, t_start=1.0)
-    cfg = dict(density_filter=False, reg_stride=1, keyframe_m=0.0, keyframe_deg=0.0)
+    cfg = dict(density_filter=False, reg_stride=1, keyframe_m=0.0, keyframe_deg=0.0, refine_global=False)
     lag = ate_mm(aggregate(sw.frames, AggregateConfig(refine_deskew=False, **cfg)).poses, sw.poses)
     ref = ate_mm(aggregate(sw.frames, AggregateConfig(refine_deskew=True, **cfg)).poses, sw.poses)
     assert ref < 0.8 * lag and ref < 3.0, (ref, lag)
@@ -108,3 +108,14 @@ def test_frame_index_survives_the_density_filter(sweep, mode):
     np.testing.assert_array_equal(wc.points, pts)
     np.testing.assert_array_equal(wc.frame_index, fidx)
     np.testing.assert_allclose(wc.origins(), wc.poses[fidx, :3, 3], atol=1e-5)
+
+
+def test_global_refinement_reduces_drift(sweep):
+    # every frame registered once more to one map of the whole sweep: less drift than the keyframe map alone
+    cfg = dict(max_points=2_000_000, density_filter=False)
+    tracked = aggregate(sweep.frames, AggregateConfig(refine_global=False, **cfg))
+    refined = aggregate(sweep.frames, AggregateConfig(refine_global=True, **cfg))
+    a0, a1 = ate_mm(tracked.poses, sweep.poses), ate_mm(refined.poses, sweep.poses)
+    assert refined.stats["refined_global"] and not tracked.stats["refined_global"]
+    assert a1 < a0
+    np.testing.assert_allclose(refined.poses[0], np.eye(4), atol=1e-12)  # the first frame stays the world frame

@@ -16,7 +16,8 @@ Two modes (``AggregateConfig.mode``):
   ``keyframe_m`` or turned ``keyframe_deg``) update the map. Poses are then smoothed into
   central velocities, every (n-th) frame is re-deskewed and its full-resolution points stored
   once in the fixed world frame (the first frame's lidar frame), and the same exact density
-  filter runs once on the whole cloud.
+  filter runs once on the whole cloud. Before that (``refine_global``) every frame is registered once
+  more to one map of the whole sweep, which averages the local map's drift.
 
 Poses are T_world_lidar at each frame's ``t_ref`` (see io.LidarFrameData).
 """
@@ -62,6 +63,10 @@ class AggregateConfig:
     keyframe_deg: float = 5.0
     map_keyframes: int = 20  # the local map holds the last keyframes
     refine_deskew: bool = True  # per frame: register, re-estimate the velocity, re-deskew, refine
+    # after tracking, re-register every frame once to one map of the whole sweep (every 2nd frame, re-deskewed):
+    # the local keyframe map drifts, the whole-sweep map averages it. Twin, kitchen01: ATE 0.52 -> 0.43 mm, +23 s
+    refine_global: bool = True
+    refine_map_every: int = 2
     refine_min_skew_m: float = 0.0005  # ... when the new velocity moves frame points by more than this
     registration: Literal["vgicp", "gicp"] = "vgicp"  # small_gicp: VGICP on a Gaussian voxel map or GICP + KdTree
     vgicp_voxel_m: float = 0.25
@@ -340,6 +345,35 @@ def _register_frames(frames, times, cfg: AggregateConfig, vel0: np.ndarray, prog
     return poses, fitness, reg.map_updates, refined
 
 
+def _refine_global(frames, times, poses: np.ndarray, cfg: AggregateConfig) -> np.ndarray:
+    """Poses (F, 4, 4) re-registered once (small_gicp VGICP) to a Gaussian voxel map of the whole sweep built
+    from every ``refine_map_every``-th frame, each deskewed with the central velocities of the tracked poses;
+    re-anchored so that the first frame stays the world frame."""
+    import small_gicp as sg
+
+    vels = central_velocities(times, poses) if cfg.deskew else np.zeros((len(frames), 6))
+    stride = max(1, cfg.reg_stride)
+
+    def source(i: int):
+        fr = frames[i]
+        keep = np.flatnonzero(fr.ranges[::stride] > cfg.min_range_m) * stride
+        p = deskew_points(fr.points[keep], fr.dt[keep], vels[i]) if cfg.deskew else fr.points[keep]
+        src, _ = sg.preprocess_points(np.asarray(p, np.float64), downsampling_resolution=cfg.downsample_m,
+                                      num_neighbors=10, num_threads=cfg.threads)
+        return src
+
+    voxelmap = sg.GaussianVoxelMap(cfg.vgicp_voxel_m)
+    voxelmap.set_lru(horizon=10**6, clear_cycle=10**6)
+    for i in range(0, len(frames), max(1, cfg.refine_map_every)):
+        voxelmap.insert(source(i), poses[i])
+    out = poses.copy()
+    for i in range(len(frames)):  # sources made again, not held: ~2 MB each
+        r = sg.align(voxelmap, source(i), poses[i], max_correspondence_distance=cfg.max_corr_m, num_threads=cfg.threads,
+                     max_iterations=cfg.max_iter, rotation_epsilon=1e-5, translation_epsilon=1e-5)
+        out[i] = np.asarray(r.T_target_source)
+    return np.linalg.inv(out[0]) @ out
+
+
 def _aggregate_fast(frames: list[LidarFrameData], cfg: AggregateConfig, progress: Progress | None) -> WorldCloud:
     t0 = time.perf_counter()
     F = len(frames)
@@ -353,6 +387,9 @@ def _aggregate_fast(frames: list[LidarFrameData], cfg: AggregateConfig, progress
         vel0 = central_velocities(times[:n_boot], boot_poses)[0]
     poses, fitness, map_updates, refined = _register_frames(frames, times, cfg, vel0, progress)
     backend = _Registrar(cfg).backend
+    refined_global = cfg.refine_global and backend == "small_gicp" and F > 2
+    if refined_global:
+        poses = _refine_global(frames, times, poses, cfg)
     t_reg = time.perf_counter() - t0
     # accumulate full-resolution, re-deskewed points once in the world frame
     vels = central_velocities(times, poses) if cfg.deskew else np.zeros((F, 6))
@@ -393,6 +430,7 @@ def _aggregate_fast(frames: list[LidarFrameData], cfg: AggregateConfig, progress
             "accumulate_every": every,
             "map_updates": map_updates,
             "refined_frames": refined,
+            "refined_global": refined_global,
             "points": len(points),
             "density_removed": removed,
             "mean_fitness": float(fitness.mean()),
