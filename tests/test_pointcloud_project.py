@@ -64,6 +64,19 @@ def _tilted_plane(tilt_deg: float, z0_m: float):
     return lambda xn, yn: d / (n[0] * xn + n[1] * yn + n[2])
 
 
+def _pole_front_depth(Kp, Wp, Hp, zc, R):
+    """(truth, inner): depth (m, nan off the pole) of a vertical cylinder of radius R at depth zc on the optical
+    axis along each pixel-centre ray, and the pole pixels at least 3 px from its silhouette and the border."""
+    v, u = np.mgrid[0:Hp, 0:Wp]
+    xn = (u - Kp[0, 2]) / Kp[0, 0]
+    a = xn * xn + 1
+    disc = zc * zc - a * (zc * zc - R * R)
+    truth = np.where(disc > 0, (zc - np.sqrt(np.maximum(disc, 0))) / a, np.nan)
+    inner = np.isfinite(truth) & np.isfinite(np.roll(truth, 3, 1)) & np.isfinite(np.roll(truth, -3, 1))
+    inner[:3], inner[-3:] = False, False
+    return truth, inner
+
+
 def _centre_rays():
     v, u = np.mgrid[0:H, 0:W]
     return (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
@@ -194,13 +207,7 @@ def test_view_weights_drop_the_hidden_flank_of_a_pole():
     n_cam = len(pts[0])
     pts, org = np.vstack(pts).astype(np.float32), np.vstack(org).astype(np.float32)
 
-    v, u = np.mgrid[0:Hp, 0:Wp]
-    xn = (u - Kp[0, 2]) / Kp[0, 0]
-    a = xn * xn + 1
-    disc = zc * zc - a * (zc * zc - R * R)
-    truth = np.where(disc > 0, (zc - np.sqrt(np.maximum(disc, 0))) / a, np.nan)
-    inner = np.isfinite(truth) & np.isfinite(np.roll(truth, 3, 1)) & np.isfinite(np.roll(truth, -3, 1))
-    inner[:3], inner[-3:] = False, False
+    truth, inner = _pole_front_depth(Kp, Wp, Hp, zc, R)
     kw = dict(plane_radius_px=2, noise_m=0.01, band_rel=0.01, adaptive_noise=True)
     plain = zbuffer(pts, Kp, Wp, Hp, 1, **kw)
     w = view_weights(pts, org)
@@ -245,13 +252,7 @@ def test_view_weights_keep_a_thin_pole_front_unbiased_when_seen_from_behind():
     w = view_weights(cloud.points, cloud.origins())
     assert np.all(w[cloud.frame_index > 0] <= 0.05) and np.median(w[cloud.frame_index == 0]) > 0.9
 
-    v, u = np.mgrid[0:Hp, 0:Wp]
-    xn = (u - Kp[0, 2]) / Kp[0, 0]
-    a = xn * xn + 1
-    disc = zc * zc - a * (zc * zc - R * R)
-    truth = np.where(disc > 0, (zc - np.sqrt(np.maximum(disc, 0))) / a, np.nan)
-    inner = np.isfinite(truth) & np.isfinite(np.roll(truth, 3, 1)) & np.isfinite(np.roll(truth, -3, 1))
-    inner[:3], inner[-3:] = False, False
+    truth, inner = _pole_front_depth(Kp, Wp, Hp, zc, R)
     assert inner.sum() > 500
     kw = dict(plane_radius_px=2, noise_m=0.005, band_rel=0.01, adaptive_noise=True)
     rel = lambda dm: (dm[inner] - truth[inner]) / truth[inner]  # noqa: E731

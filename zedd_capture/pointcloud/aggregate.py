@@ -301,19 +301,24 @@ def _velocity_at_frame(seg: np.ndarray, seg_prev: np.ndarray | None) -> np.ndarr
     return seg if seg_prev is None else 1.5 * seg - 0.5 * seg_prev
 
 
+def _registration_points(fr: LidarFrameData, cfg: AggregateConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(points (M, 3), dt (M,)) of a frame used for registration: every ``reg_stride``-th return beyond ``min_range_m``."""
+    stride = max(1, cfg.reg_stride)
+    keep = np.flatnonzero(fr.ranges[::stride] > cfg.min_range_m) * stride
+    return fr.points[keep], fr.dt[keep]
+
+
 def _register_frames(frames, times, cfg: AggregateConfig, vel0: np.ndarray, progress: Progress | None):
-    """Frame-to-map registration of every frame -> (poses (F, 4, 4), inlier fractions (F,), map updates, refined frames)."""
+    """Frame-to-map registration of every frame -> (poses (F, 4, 4), inlier fractions (F,), the registrar, refined frames)."""
     reg = _Registrar(cfg)
     F = len(frames)
     poses = np.tile(np.eye(4), (F, 1, 1))
     fitness = np.ones(F)
     vel = np.asarray(vel0, dtype=float)
-    stride = max(1, cfg.reg_stride)
     seg_prev = None  # velocity over the previous inter-frame segment
     refined = 0
     for i, fr in enumerate(frames):
-        keep = np.flatnonzero(fr.ranges[::stride] > cfg.min_range_m) * stride
-        p_raw, dt_raw = fr.points[keep], fr.dt[keep]
+        p_raw, dt_raw = _registration_points(fr, cfg)
         src = reg.prepare(deskew_points(p_raw, dt_raw, vel) if cfg.deskew else p_raw)
         if i > 0:
             dt = times[i] - times[i - 1]
@@ -342,25 +347,20 @@ def _register_frames(frames, times, cfg: AggregateConfig, vel0: np.ndarray, prog
         reg.maybe_insert(src, poses[i])
         if progress:
             progress(i + 1, F)
-    return poses, fitness, reg.map_updates, refined
+    return poses, fitness, reg, refined
 
 
-def _refine_global(frames, times, poses: np.ndarray, cfg: AggregateConfig) -> np.ndarray:
+def _refine_global(frames, times, poses: np.ndarray, cfg: AggregateConfig, reg: _Registrar) -> np.ndarray:
     """Poses (F, 4, 4) re-registered once (small_gicp VGICP) to a Gaussian voxel map of the whole sweep built
     from every ``refine_map_every``-th frame, each deskewed with the central velocities of the tracked poses;
-    re-anchored so that the first frame stays the world frame."""
+    re-anchored so that the first frame stays the world frame. ``reg`` (small_gicp backend) prepares the sources."""
     import small_gicp as sg
 
     vels = central_velocities(times, poses) if cfg.deskew else np.zeros((len(frames), 6))
-    stride = max(1, cfg.reg_stride)
 
     def source(i: int):
-        fr = frames[i]
-        keep = np.flatnonzero(fr.ranges[::stride] > cfg.min_range_m) * stride
-        p = deskew_points(fr.points[keep], fr.dt[keep], vels[i]) if cfg.deskew else fr.points[keep]
-        src, _ = sg.preprocess_points(np.asarray(p, np.float64), downsampling_resolution=cfg.downsample_m,
-                                      num_neighbors=10, num_threads=cfg.threads)
-        return src
+        p, dt = _registration_points(frames[i], cfg)
+        return reg.prepare(deskew_points(p, dt, vels[i]) if cfg.deskew else p)
 
     voxelmap = sg.GaussianVoxelMap(cfg.vgicp_voxel_m)
     voxelmap.set_lru(horizon=10**6, clear_cycle=10**6)
@@ -385,11 +385,11 @@ def _aggregate_fast(frames: list[LidarFrameData], cfg: AggregateConfig, progress
     if n_boot:
         boot_poses, *_ = _register_frames(frames[:n_boot], times[:n_boot], cfg, np.zeros(6), None)
         vel0 = central_velocities(times[:n_boot], boot_poses)[0]
-    poses, fitness, map_updates, refined = _register_frames(frames, times, cfg, vel0, progress)
-    backend = _Registrar(cfg).backend
+    poses, fitness, reg, refined = _register_frames(frames, times, cfg, vel0, progress)
+    backend, map_updates = reg.backend, reg.map_updates
     refined_global = cfg.refine_global and backend == "small_gicp" and F > 2
     if refined_global:
-        poses = _refine_global(frames, times, poses, cfg)
+        poses = _refine_global(frames, times, poses, cfg, reg)
     t_reg = time.perf_counter() - t0
     # accumulate full-resolution, re-deskewed points once in the world frame
     vels = central_velocities(times, poses) if cfg.deskew else np.zeros((F, 6))

@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover - exercised only without numba
 
 
 def _part1by2(x: np.ndarray) -> np.ndarray:
+    """Spread the low 21 bits of uint64 ``x`` (array or scalar) to every third bit (numpy; compiled as _spread)."""
     x = x & np.uint64(0x1FFFFF)
     x = (x | (x << np.uint64(32))) & np.uint64(0x1F00000000FFFF)
     x = (x | (x << np.uint64(16))) & np.uint64(0x1F0000FF0000FF)
@@ -95,15 +96,11 @@ def density_filter(
 # --- compiled path ----------------------------------------------------------------------------
 if _nb is not None:
 
+    _spread_bits = _nb.njit(cache=True, inline="always")(_part1by2)  # the same bit spreading, on one uint64
+
     @_nb.njit(cache=True, inline="always")
     def _spread(v):
-        x = np.uint64(v) & np.uint64(0x1FFFFF)
-        x = (x | (x << np.uint64(32))) & np.uint64(0x1F00000000FFFF)
-        x = (x | (x << np.uint64(16))) & np.uint64(0x1F0000FF0000FF)
-        x = (x | (x << np.uint64(8))) & np.uint64(0x100F00F00F00F00F)
-        x = (x | (x << np.uint64(4))) & np.uint64(0x10C30C30C30C30C3)
-        x = (x | (x << np.uint64(2))) & np.uint64(0x1249249249249249)
-        return x
+        return _spread_bits(np.uint64(v))
 
     @_nb.njit(cache=True, inline="always")
     def _morton(gx, gy, gz):
