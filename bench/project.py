@@ -36,11 +36,7 @@ def build_settings() -> dict:
     """zbuffer keyword arguments of build-depth's defaults (pipeline.BuildConfig)."""
     from zedd_capture.pointcloud.pipeline import BuildConfig
 
-    c = BuildConfig()
-    return dict(occlusion_radius_px=c.occlusion_radius_px, plane_radius_px=c.plane_radius_px, band_rel=c.band_rel,
-                plane_sigma_px=c.plane_sigma_px, adaptive_noise=c.adaptive_noise, noise_m=c.range_noise_m,
-                spill_ratio=c.spill_ratio, spill_radius_px=c.spill_radius_px, spill_gate_rel=c.spill_gate_rel,
-                spill_min_support=c.spill_min_support, thin_ratio=c.thin_ratio, thin_depth_rel=c.thin_depth_rel)
+    return BuildConfig().zbuffer_kwargs()
 
 
 def main() -> None:

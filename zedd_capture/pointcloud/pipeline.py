@@ -50,9 +50,14 @@ class BuildConfig:
     # per-pixel plane fit over this neighbourhood (Gaussian weights of sigma plane_sigma_px), read at the
     # pixel-centre ray. A wide window averages the range noise of sparsely sampled surfaces (a thin pole
     # 0.5 m from the camera holds < 1 point per pixel). Twin, kitchen01: radius 2 -> 6 (sigma 3): 89.0 ->
-    # 92.6 % of pixels within 0.5 %, pixels nearer than 1 m 59 -> 15 % bad
-    plane_radius_px: int = 6
-    plane_sigma_px: float | None = 3.0
+    # 92.6 % of pixels within 0.5 %, pixels nearer than 1 m 59 -> 15 % bad. Several radii: per pixel the
+    # widest fit that agrees with the narrower ones within plane_ici_k standard errors
+    # (project.fit_planes_multiscale): creases and curved patches keep a narrow window. Twin, within 0.5 %
+    # (view power 4), radius 6 -> (2, 4, 8): kitchen01 94.2 -> 95.4 %, office03 87.5 -> 88.2 %, hallway02
+    # 85.9 -> 87.3 %
+    plane_radius_px: int | tuple[int, ...] = (2, 4, 8)
+    plane_sigma_px: float | None | tuple[float | None, ...] = (None, 2.0, 4.0)
+    plane_ici_k: float = 3.0
     plane_iterations: int = 3
     # spill removal (project.spill_mask): a front surface with less than spill_ratio x the point density of
     # the same surface nearby is the sideways-scattered fringe of a nearer object: dropped, the surface behind
@@ -84,9 +89,22 @@ class BuildConfig:
     # (its frame's estimated pose) and the camera) ** power, at least floor: the back and hidden flanks of thin
     # objects, seen from the far side of the sweep, no longer pull the visible surface behind them, and still
     # hold a surface nothing else saw. None: all points weigh the same. Twin (within 0.5 %): kitchen01
-    # 87.9 -> 89.5 %, office03 83.5 -> 85.2 % (power 2, floor 0.05: 89.5 / 84.7 %)
-    view_weight_power: float | None = 1.0
+    # 87.9 -> 89.5 %, office03 83.5 -> 85.2 % (power 2, floor 0.05: 89.5 / 84.7 %); with the radius-6 plane
+    # fit, power 1 -> 4: kitchen01 93.9 -> 94.2 %, office03 87.1 -> 87.5 %, hallway02 85.8 -> 85.9 %
+    view_weight_power: float | None = 4.0
     view_weight_floor: float = 0.001
+
+    def zbuffer_kwargs(self) -> dict:
+        """Keyword arguments of :func:`project.zbuffer` for these settings (all but the splat radius and the
+        point weights)."""
+        return dict(mode=self.splat_mode, band_m=self.band_m, band_rel=self.band_rel,
+                    occlusion_radius_px=self.occlusion_radius_px, smooth_radius_px=self.smooth_radius_px,
+                    plane_radius_px=self.plane_radius_px, plane_iterations=self.plane_iterations,
+                    plane_sigma_px=self.plane_sigma_px, plane_ici_k=self.plane_ici_k, noise_m=self.range_noise_m,
+                    adaptive_noise=self.adaptive_noise, spill_ratio=self.spill_ratio,
+                    spill_radius_px=self.spill_radius_px, spill_gate_rel=self.spill_gate_rel,
+                    spill_min_support=self.spill_min_support, thin_ratio=self.thin_ratio,
+                    thin_depth_rel=self.thin_depth_rel)
 
 
 @dataclass
@@ -246,13 +264,7 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
             for a in range(0, len(pc), 1 << 21):  # chunks: no (N, 3) origins array
                 b = a + (1 << 21)
                 weights[a:b] = view_weights(pc[a:b], origins_c[frames[a:b]], cfg.view_weight_power, cfg.view_weight_floor)
-        depth = zbuffer(pc, K, W, H, radius, mode=cfg.splat_mode, band_m=cfg.band_m, band_rel=cfg.band_rel,
-                         occlusion_radius_px=cfg.occlusion_radius_px, smooth_radius_px=cfg.smooth_radius_px,
-                         plane_radius_px=cfg.plane_radius_px, plane_iterations=cfg.plane_iterations,
-                         plane_sigma_px=cfg.plane_sigma_px, noise_m=cfg.range_noise_m, adaptive_noise=cfg.adaptive_noise,
-                         point_weights=weights, spill_ratio=cfg.spill_ratio, spill_radius_px=cfg.spill_radius_px,
-                         spill_gate_rel=cfg.spill_gate_rel, spill_min_support=cfg.spill_min_support,
-                         thin_ratio=cfg.thin_ratio, thin_depth_rel=cfg.thin_depth_rel)
+        depth = zbuffer(pc, K, W, H, radius, point_weights=weights, **cfg.zbuffer_kwargs())
         del pc, weights
         band = depth_edge_band(depth, cfg.edge_band_jump_rel)
         if cfg.mask_edge_band:
@@ -277,7 +289,8 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
                "splat_radius_px": radius, "splat_mode": cfg.splat_mode, "band_m": cfg.band_m,
                "band_rel": cfg.band_rel, "adaptive_noise": cfg.adaptive_noise,
                "view_weight_power": cfg.view_weight_power, "view_weight_floor": cfg.view_weight_floor,
-               "plane_radius_px": cfg.plane_radius_px, "plane_sigma_px": cfg.plane_sigma_px, "spill_ratio": cfg.spill_ratio,
+               "plane_radius_px": cfg.plane_radius_px, "plane_sigma_px": cfg.plane_sigma_px, "plane_ici_k": cfg.plane_ici_k,
+               "spill_ratio": cfg.spill_ratio,
                "thin_ratio": cfg.thin_ratio, "mask_edge_band": cfg.mask_edge_band,
                "edge_band_fraction": float(band.mean())},
     )

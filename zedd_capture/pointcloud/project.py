@@ -141,7 +141,7 @@ def zbuffer(
     smooth_radius_px: int = 0,
     smooth_tol_m: float = 0.02,
     smooth_tol_rel: float = 0.01,
-    plane_radius_px: int = 0,
+    plane_radius_px: int | tuple[int, ...] = 0,
     noise_m: float = 0.01,
     plane_iterations: int = 3,
     plane_init: Literal["mean", "near"] = "mean",
@@ -149,7 +149,8 @@ def zbuffer(
     plane_gate_k: float = 2.5,
     plane_gate_rel: float = 0.005,
     plane_select_hi_k: float | None = None,
-    plane_sigma_px: float | None = None,
+    plane_sigma_px: float | None | tuple[float | None, ...] = None,
+    plane_ici_k: float = 3.0,
     adaptive_noise: bool = False,
     point_weights: np.ndarray | None = None,
     spill_ratio: float = 0.0,
@@ -182,7 +183,9 @@ def zbuffer(
     plane_radius_px > 0 (used instead of smoothing): each pixel's depth is read at its centre ray
     from a local plane fitted to the front-surface points of the pixels within that radius on the
     same surface (:func:`fit_local_planes`, ``noise_m`` = lidar range noise, m): unbiased on tilted
-    and curved surfaces and free of points behind the visible surface.
+    and curved surfaces and free of points behind the visible surface. A tuple of radii (and of
+    ``plane_sigma_px``) fits at each and keeps, per pixel, the widest fit that agrees with all narrower
+    ones (:func:`fit_planes_multiscale`, ``plane_ici_k``).
     spill_ratio > 0: front clusters whose point support (summed over the same-surface pixels within
     ``spill_radius_px``) is below ``spill_ratio`` x that surface's typical support within
     ``spill_window_px`` are dropped and the cluster behind them taken (:func:`spill_mask`; pixels with
@@ -192,19 +195,25 @@ def zbuffer(
     (within ``thin_depth_rel`` x its depth) is a thin layer of mixed returns in front of a surface, not a
     surface (mixed returns lie between the two footprints, so always in front): dropped like an outlier.
     """
+    radii = tuple(int(r) for r in np.atleast_1d(plane_radius_px) if r > 0)
     wts = None
     if point_weights is not None:  # zero weight: the point is not used at all
         keep = np.asarray(point_weights) > 0
         points_cam = np.asarray(points_cam)[keep]
         wts = np.asarray(point_weights, dtype=np.float32)[keep]
-    if plane_radius_px > 0 and wts is not None:
+    if radii and wts is not None:
         lin, z, du, dv, wts = project_points(points_cam, K, width, height, near_m, subpixel=True, weights=wts)
     elif wts is not None:
         lin, z, wts = project_points(points_cam, K, width, height, near_m, weights=wts)
-    elif plane_radius_px > 0:
+    elif radii:
         lin, z, du, dv = project_points(points_cam, K, width, height, near_m, subpixel=True)
     else:
         lin, z = project_points(points_cam, K, width, height, near_m)
+    if radii:  # points in pixel order: the plane fit's per-pixel sums then read and write memory in sequence
+        order = np.argsort(lin, kind="stable")
+        lin, z, du, dv = lin[order], z[order], du[order], dv[order]
+        wts = None if wts is None else wts[order]
+        del order
     n_px = width * height
     near = np.full(n_px, np.inf, dtype=np.float32)
     planes = None  # per-pixel inverse-depth planes (A, Gx, Gy) of the plane fit
@@ -255,14 +264,18 @@ def zbuffer(
                 own = np.where(sw > 0, s / np.maximum(sw, 1e-12), own)
             cnt2 = np.where(c > 0, c, cnt2)
         own = np.where(cnt >= need, own, np.inf).astype(np.float32)
-        if plane_radius_px > 0:
+        if radii:
             init = np.where(np.isfinite(own), near, np.inf) if plane_init == "near" else own
-            own, planes = fit_local_planes(lin[alive], z[alive], du[alive], dv[alive], init, width, height,
-                                           plane_radius_px, noise_m, select_k=plane_select_k, gate_k=plane_gate_k,
-                                           gate_rel=plane_gate_rel, iterations=plane_iterations,
-                                           select_hi_k=plane_select_hi_k, weight_sigma_px=plane_sigma_px,
-                                           adaptive_noise=adaptive_noise, return_planes=True,
-                                           weights=None if wts is None else wts[alive])
+            fit_kw = dict(noise_m=noise_m, select_k=plane_select_k, gate_k=plane_gate_k, gate_rel=plane_gate_rel,
+                          iterations=plane_iterations, select_hi_k=plane_select_hi_k, adaptive_noise=adaptive_noise,
+                          weights=None if wts is None else wts[alive])
+            sigmas = plane_sigma_px if isinstance(plane_sigma_px, tuple) else (plane_sigma_px,) * len(radii)
+            if len(radii) == 1:
+                own, planes = fit_local_planes(lin[alive], z[alive], du[alive], dv[alive], init, width, height,
+                                               radii[0], weight_sigma_px=sigmas[0], return_planes=True, **fit_kw)
+            else:
+                own, planes = fit_planes_multiscale(lin[alive], z[alive], du[alive], dv[alive], init, width, height,
+                                                    radii, sigmas, plane_ici_k, **fit_kw)
         elif smooth_radius_px > 0:
             sums = np.where(np.isfinite(own), own, 0) * cnt2
             own = _smooth(own.reshape(height, width), sums.reshape(height, width), cnt2.reshape(height, width),
@@ -470,21 +483,79 @@ def zbuffer_bruteforce(points_cam: np.ndarray, K: np.ndarray, width: int, height
     return np.where(np.isfinite(out), out, 0.0).astype(np.float32)
 
 
-def _pixel_moments(lin: np.ndarray, w: np.ndarray, du: np.ndarray, dv: np.ndarray, n_px: int,
-                   r: np.ndarray | None = None, pw: np.ndarray | None = None) -> np.ndarray:
-    """(9, n_px) float64 sums per pixel: n, du, dv, du^2, du dv, dv^2, w, w du, w dv (offsets about the pixel centre);
-    with residuals ``r`` (13, n_px): + n(r < 0), n, sum r^2 (r < 0), sum r^2. ``pw``: per-point weights
-    of the 9 plane sums (n = sum of weights)."""
-    du64, dv64, w64 = du.astype(np.float64), dv.astype(np.float64), w.astype(np.float64)
+def _plane_moments(lin, z, du, dv, A, Gx, Gy, own, sig, select_k: float, select_hi_k: float,
+                   pw: np.ndarray | None = None, with_r: bool = False, want_w2: bool = False) -> np.ndarray:
+    """(n_px, C) float64 sums per pixel over its points within [-select_k, select_hi_k] x ``sig`` (m, per pixel)
+    of its current plane (inverse depth A + Gx du + Gy dv; pixels with ``own``): n, du, dv, du^2, du dv, dv^2,
+    w, w du, w dv with w = 1/z (offsets about the pixel centre); ``with_r`` + n(r < 0), n, sum r^2 (r < 0),
+    sum r^2 of the residuals r (m); ``want_w2`` + the sum of squared point weights (last). ``pw``: per-point
+    weights of the 9 plane sums (n = sum of weights); the noise sums (counts, r^2) are not weighted."""
+    if _nb is not None:
+        return _plane_moments_nb(lin, z, du, dv, A, Gx, Gy, own, sig, np.float32(select_k), np.float32(select_hi_k),
+                                 np.zeros(0, np.float32) if pw is None else pw, len(A), with_r, want_w2)
+    pred = (A[lin] + Gx[lin] * du + Gy[lin] * dv).astype(np.float32)
+    ok = own[lin] & (pred > 0)
+    r = z - np.float32(1.0) / np.where(ok, pred, np.float32(1.0))
+    s_pt = sig[lin]
+    sel = ok & (r >= -np.float32(select_k) * s_pt) & (r <= np.float32(select_hi_k) * s_pt)
+    lin, r = lin[sel], r[sel]
+    du64, dv64 = du[sel].astype(np.float64), dv[sel].astype(np.float64)
+    w64 = (np.float32(1.0) / z[sel]).astype(np.float64)
     cols = [None, du64, dv64, du64 * du64, du64 * dv64, dv64 * dv64, w64, w64 * du64, w64 * dv64]
-    if r is not None:
+    if with_r:
         r2 = r.astype(np.float64) ** 2
-        neg = r < 0
-        cols += [neg.astype(np.float64), np.ones(len(r2)), np.where(neg, r2, 0.0), r2]
-    if pw is not None:  # the plane sums are weighted; the noise sums (counts, r^2) are not
-        pw64 = pw.astype(np.float64)
-        cols = [pw64 if c is None else c * pw64 for c in cols[:9]] + cols[9:]
-    return np.stack([np.bincount(lin, weights=c, minlength=n_px).astype(np.float64) for c in cols])
+        cols += [(r < 0).astype(np.float64), np.ones(len(r2)), np.where(r < 0, r2, 0.0), r2]
+    pw64 = np.ones(len(lin)) if pw is None else pw[sel].astype(np.float64)
+    cols = [pw64 if c is None else c * pw64 for c in cols[:9]] + cols[9:]
+    if want_w2:
+        cols.append(pw64 * pw64)
+    return np.stack([np.bincount(lin, weights=c, minlength=len(A)).astype(np.float64) for c in cols], axis=1)
+
+
+if _nb is not None:
+
+    @_nb.njit(cache=True)
+    def _plane_moments_nb(lin, z, du, dv, A, Gx, Gy, own, sig, k_lo, k_hi, pw, n_px, with_r, want_w2):  # pragma: no cover
+        """_plane_moments in one pass over the points (same float32 selection arithmetic)."""
+        C = 9 + (4 if with_r else 0) + (1 if want_w2 else 0)
+        out = np.zeros((n_px, C))
+        weighted = pw.shape[0] > 0
+        one = np.float32(1.0)
+        for i in range(lin.shape[0]):
+            p = lin[i]
+            if not own[p]:
+                continue
+            pred = np.float32(A[p] + Gx[p] * du[i] + Gy[p] * dv[i])
+            if not pred > 0:
+                continue
+            rr = z[i] - one / pred
+            s_pt = sig[p]
+            if rr < -k_lo * s_pt or rr > k_hi * s_pt:
+                continue
+            a, b, c = np.float64(du[i]), np.float64(dv[i]), np.float64(one / z[i])
+            q = np.float64(pw[i]) if weighted else 1.0
+            o = out[p]
+            o[0] += q
+            o[1] += a * q
+            o[2] += b * q
+            o[3] += a * a * q
+            o[4] += a * b * q
+            o[5] += b * b * q
+            o[6] += c * q
+            o[7] += c * a * q
+            o[8] += c * b * q
+            k = 9
+            if with_r:
+                r2 = np.float64(rr) * np.float64(rr)
+                if rr < 0:
+                    o[9] += 1.0
+                    o[11] += r2
+                o[10] += 1.0
+                o[12] += r2
+                k = 13
+            if want_w2:
+                o[k] += q * q
+        return out
 
 
 def _truncated_sd(k: float) -> float:
@@ -521,6 +592,7 @@ def fit_local_planes(
     noise_growth_m: float | None = 2.0,
     return_planes: bool = False,
     weights: np.ndarray | None = None,
+    return_sigma: bool = False,
 ):
     """Depth (m, flat, inf where ``init`` is inf) at each pixel-centre ray from a local plane fit.
 
@@ -543,14 +615,21 @@ def fit_local_planes(
     fixed window narrower than the true noise (range noise grows on the weak returns of far, dark or
     grazing surfaces) truncates the upper tail left by the front-band initialisation and biases
     far surfaces toward the camera.
+
+    return_sigma: also the standard error (m, flat, inf where no fit) of each pixel's depth from the range
+    noise: the weighted least-squares intercept's ``noise * (M^-1)_00 * sqrt(sum w^2)`` (w = window weight x
+    point weight; slope terms neglected, exact for a symmetric footprint) with the pixel's measured noise
+    (``adaptive_noise``) or ``noise_m``. It leaves out systematic errors (calibration, poses), which are
+    common to neighbouring pixels. Returned after the depth (and the planes).
     """
     n_px = width * height
     own = np.isfinite(init)
     A = np.where(own, 1.0 / np.where(own, init, 1.0), 0.0)  # inverse depth at the pixel centre
     Gx = np.zeros(n_px)
     Gy = np.zeros(n_px)
-    w_pts = np.float32(1.0) / z
     offsets = _window_offsets(radius_px)
+    offset_weights = np.array([1.0 if not weight_sigma_px else np.exp(-0.5 * (dx * dx + dy * dy) / weight_sigma_px**2)
+                               for dy, dx in offsets])
     lo_f, hi_f = noise_range
     # per-pixel noise (m): fixed, or a depth-grown first guess that the measured spread then replaces
     sig = np.full(n_px, noise_m, dtype=np.float32)
@@ -559,44 +638,17 @@ def fit_local_planes(
         sig = (noise_m * np.clip(z0, 1.0, hi_f)).astype(np.float32)
     hi = select_k if select_hi_k is None else select_hi_k
     trunc = _truncated_sd(select_k)
-    for _ in range(max(1, iterations)):
-        pred = (A[lin] + Gx[lin] * du + Gy[lin] * dv).astype(np.float32)
-        ok = own[lin] & (pred > 0)
-        zp = np.float32(1.0) / np.where(ok, pred, np.float32(1.0))
-        r = z - zp
-        s_pt = sig[lin]
-        sel = ok & (r >= -np.float32(select_k) * s_pt) & (r <= np.float32(hi) * s_pt)
-        nmom = 13 if adaptive_noise else 9
-        mom = _pixel_moments(lin[sel], w_pts[sel], du[sel], dv[sel], n_px, r[sel] if adaptive_noise else None,
-                             None if weights is None else weights[sel])
-        mom = mom.reshape(nmom, height, width)
-        zc = np.where(own & (mom[0].ravel() > 0), 1.0 / np.maximum(A, 1e-12), np.inf).reshape(height, width)
-        A2, Gx2, Gy2 = A.reshape(height, width), Gx.reshape(height, width), Gy.reshape(height, width)
+    n_iter = max(1, iterations)
+    se = np.full(n_px, np.inf)
+    for it in range(n_iter):
+        last_sigma = return_sigma and it == n_iter - 1  # + the sums of squared weights for the standard error
+        mom = _plane_moments(lin, z, du, dv, A, Gx, Gy, own, sig, select_k, hi, weights, adaptive_noise, last_sigma)
+        zc = np.where(own & (mom[:, 0] > 0), 1.0 / np.maximum(A, 1e-12), np.inf).reshape(height, width)
         gate = gate_k * sig.reshape(height, width) + gate_rel * np.where(np.isfinite(zc), zc, 0.0)
-        S = np.zeros((nmom, height, width))
-        for dy, dx in offsets:
-            m = np.stack([_shift_f64(mom[i], dy, dx) for i in range(nmom)])
-            zn = _shift_f64(zc, dy, dx, fill=np.inf)
-            plane = A2 + Gx2 * dx + Gy2 * dy
-            zpl = 1.0 / np.where(plane > 0, plane, np.nan)
-            use = np.isfinite(zn) & (np.abs(zn - zpl) <= gate)
-            if dy == 0 and dx == 0:
-                use = np.isfinite(zn)
-            wo = 1.0 if not weight_sigma_px else np.exp(-0.5 * (dx * dx + dy * dy) / weight_sigma_px**2)
-            if nmom > 9:
-                for i in range(9, nmom):
-                    S[i] += np.where(use, m[i] * wo, 0.0)
-            n, su, sv, suu, suv, svv, sw, swu, swv = (np.where(use, c * wo, 0.0) for c in m[:9])
-            S[0] += n
-            S[1] += su + n * dx
-            S[2] += sv + n * dy
-            S[3] += suu + 2 * dx * su + n * dx * dx
-            S[4] += suv + dx * sv + dy * su + n * dx * dy
-            S[5] += svv + 2 * dy * sv + n * dy * dy
-            S[6] += sw
-            S[7] += swu + dx * sw
-            S[8] += swv + dy * sw
-        S = S.reshape(nmom, n_px)
+        S = _window_sums(mom.reshape(height, width, -1), zc, A.reshape(height, width), Gx.reshape(height, width),
+                         Gy.reshape(height, width), gate, own.reshape(height, width), offsets, offset_weights,
+                         last_sigma)
+        S = S.reshape(n_px, -1).T  # (C, n_px)
         if adaptive_noise:
             # moments 9-12 (unweighted): n of the points in front (r < 0), n; sum r^2 (r < 0), sum r^2
             n_neg, n_all, rr_neg, rr_all = S[9], S[10], S[11], S[12]
@@ -622,11 +674,123 @@ def fit_local_planes(
         good = sol[:, 0] > 0
         idx = np.flatnonzero(fit)[good]
         A[idx], Gx[idx], Gy[idx] = sol[good, 0], sol[good, 1], sol[good, 2]
+        if last_sigma:  # 1/z error = (sig / z^2) (M^-1)_00 sqrt(sum w^2); the depth's is z^2 times that
+            se[np.flatnonzero(fit)] = sig[fit] * np.linalg.inv(M)[:, 0, 0] * np.sqrt(S[-1, fit])
     depth = np.where(own & (A > 0), 1.0 / np.maximum(A, 1e-12), np.inf).astype(np.float32)
+    out = (depth,)
     if return_planes:
         keep = own & (A > 0)
-        return depth, (np.where(keep, A, 0.0), np.where(keep, Gx, 0.0), np.where(keep, Gy, 0.0))
-    return depth
+        out += ((np.where(keep, A, 0.0), np.where(keep, Gx, 0.0), np.where(keep, Gy, 0.0)),)
+    if return_sigma:
+        out += (np.where(np.isfinite(depth), se, np.inf).astype(np.float32),)
+    return out[0] if len(out) == 1 else out
+
+
+def fit_planes_multiscale(lin, z, du, dv, init, width, height, radii, sigmas, ici_k: float = 3.0, **fit_kw):
+    """(depth, planes) as :func:`fit_local_planes`, with the window chosen per pixel among ``radii`` (px,
+    ascending; Gaussian weights of ``sigmas`` px) by the intersection of confidence intervals: the widest
+    fit whose depth +- ``ici_k`` standard errors (range noise only) overlaps those of all narrower fits.
+    A wide window averages more points on smooth surfaces; where it straddles a crease or a curved patch
+    its depth leaves the narrower fits' intervals and a narrower one is kept. Systematic errors shared by
+    neighbouring pixels (calibration, poses) cancel in the comparison."""
+    lo = np.full(len(init), -np.inf)
+    hi = np.full(len(init), np.inf)
+    agree = np.ones(len(init), bool)
+    depth = planes = None
+    for r, sg in sorted(zip(radii, sigmas), key=lambda rs: rs[0]):
+        d, pl, se = fit_local_planes(lin, z, du, dv, init, width, height, r, weight_sigma_px=sg, return_planes=True,
+                                     return_sigma=True, **fit_kw)
+        with np.errstate(invalid="ignore"):  # inf - inf where a pixel has no fit
+            lo = np.maximum(lo, d - ici_k * se)
+            hi = np.minimum(hi, d + ici_k * se)
+        agree &= np.isfinite(d) & (lo <= hi)
+        if depth is None:
+            depth, planes = d, tuple(pl)
+        else:
+            depth = np.where(agree, d, depth)
+            planes = tuple(np.where(agree, b, a) for a, b in zip(planes, pl))
+    return depth, planes
+
+
+def _window_sums(mom, zc, A, Gx, Gy, gate, own, offsets, offset_weights, last_squared: bool = False):
+    """Neighbourhood sums of the plane fit, (H, W, C) float64: for each pixel with ``own``, the per-pixel moments
+    ``mom`` (H, W, C; see :func:`_plane_moments`) of the window pixels (``offsets`` (dy, dx), weights
+    ``offset_weights``) whose depth ``zc`` (inf = none) lies within ``gate`` (m) of this pixel's plane (inverse
+    depth A + Gx dx + Gy dy) read there, the 9 plane moments moved to this pixel's centre, the others summed as
+    they are; ``last_squared``: the last channel (squared point weights) takes the squared offset weight."""
+    offs = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    wo = np.asarray(offset_weights, dtype=np.float64)
+    f64 = [np.ascontiguousarray(a, dtype=np.float64) for a in (mom, zc, A, Gx, Gy, gate)]
+    if _nb is not None:
+        return _window_sums_nb(*f64, np.ascontiguousarray(own), offs, wo, bool(last_squared))
+    return _window_sums_numpy(*f64, own, offs, wo, last_squared)
+
+
+def _window_sums_numpy(mom, zc, A, Gx, Gy, gate, own, offs, wo, last_squared=False):
+    """:func:`_window_sums` by image shifts (the fallback without numba, and the tests' reference)."""
+    height, width, C = mom.shape
+    S = np.zeros((C, height, width))
+    for (dy, dx), w in zip(np.asarray(offs).tolist(), np.asarray(wo).tolist()):
+        m = np.stack([_shift_f64(mom[..., i], dy, dx) for i in range(C)])
+        zn = _shift_f64(zc, dy, dx, fill=np.inf)
+        plane = A + Gx * dx + Gy * dy
+        zpl = 1.0 / np.where(plane > 0, plane, np.nan)
+        use = own & np.isfinite(zn) & ((np.abs(zn - zpl) <= gate) | (dy == 0 and dx == 0))
+        for i in range(9, C):
+            S[i] += np.where(use, m[i] * (w * w if last_squared and i == C - 1 else w), 0.0)
+        n, su, sv, suu, suv, svv, sw, swu, swv = (np.where(use, c * w, 0.0) for c in m[:9])
+        S[0] += n
+        S[1] += su + n * dx
+        S[2] += sv + n * dy
+        S[3] += suu + 2 * dx * su + n * dx * dx
+        S[4] += suv + dx * sv + dy * su + n * dx * dy
+        S[5] += svv + 2 * dy * sv + n * dy * dy
+        S[6] += sw
+        S[7] += swu + dx * sw
+        S[8] += swv + dy * sw
+    return np.moveaxis(S, 0, -1)
+
+
+if _nb is not None:
+
+    @_nb.njit(parallel=True, cache=True)
+    def _window_sums_nb(mom, zc, A, Gx, Gy, gate, own, offs, wo, last_squared):  # pragma: no cover - compiled
+        """_window_sums_numpy per pixel (rows in parallel), without temporaries."""
+        height, width, C = mom.shape
+        S = np.zeros((height, width, C))
+        for y in _nb.prange(height):
+            for x in range(width):
+                if not own[y, x]:
+                    continue
+                a, gx, gy, g = A[y, x], Gx[y, x], Gy[y, x], gate[y, x]
+                o = S[y, x]
+                for k in range(offs.shape[0]):
+                    dy, dx = offs[k, 0], offs[k, 1]
+                    yy, xx = y + dy, x + dx
+                    if yy < 0 or yy >= height or xx < 0 or xx >= width:
+                        continue
+                    zn = zc[yy, xx]
+                    if not np.isfinite(zn):
+                        continue
+                    if dy != 0 or dx != 0:
+                        plane = a + gx * dx + gy * dy
+                        if not plane > 0 or not abs(zn - 1.0 / plane) <= g:
+                            continue
+                    w = wo[k]
+                    m = mom[yy, xx]
+                    n, su, sv, sw = m[0] * w, m[1] * w, m[2] * w, m[6] * w
+                    o[0] += n
+                    o[1] += su + n * dx
+                    o[2] += sv + n * dy
+                    o[3] += m[3] * w + 2 * dx * su + n * dx * dx
+                    o[4] += m[4] * w + dx * sv + dy * su + n * dx * dy
+                    o[5] += m[5] * w + 2 * dy * sv + n * dy * dy
+                    o[6] += sw
+                    o[7] += m[7] * w + dx * sw
+                    o[8] += m[8] * w + dy * sw
+                    for i in range(9, C):
+                        o[i] += m[i] * (w * w if last_squared and i == C - 1 else w)
+        return S
 
 
 def _shift_f64(img: np.ndarray, dy: int, dx: int, fill: float = 0.0) -> np.ndarray:
