@@ -454,3 +454,5 @@ def test_multiscale_plane_fit_keeps_a_crease_sharp_and_averages_the_flats():
     assert np.mean(err["multi"][near_crease]) < 0.7 * np.mean(err["wide"][near_crease])  # 0.0021 vs 0.0036
     # on the flats the wide window's averaging is kept
     assert np.sqrt(np.mean(err["multi"][flat] ** 2)) < 0.6 * np.sqrt(np.mean(err["narrow"][flat] ** 2))
+    with pytest.raises(ValueError, match="plane_sigma_px"):
+        zbuffer(pts, K, W, H, 1, plane_radius_px=(2, 4, 8), plane_sigma_px=(None, 2.0), **kw)

@@ -196,6 +196,8 @@ def zbuffer(
     surface (mixed returns lie between the two footprints, so always in front): dropped like an outlier.
     """
     radii = tuple(int(r) for r in np.atleast_1d(plane_radius_px) if r > 0)
+    if isinstance(plane_sigma_px, tuple) and len(plane_sigma_px) != len(radii):
+        raise ValueError(f"zbuffer: plane_sigma_px {plane_sigma_px} needs one value per radius of plane_radius_px {radii}")
     wts = None
     if point_weights is not None:  # zero weight: the point is not used at all
         keep = np.asarray(point_weights) > 0
