@@ -143,7 +143,7 @@ def zbuffer(
     smooth_tol_rel: float = 0.01,
     plane_radius_px: int | tuple[int, ...] = 0,
     noise_m: float = 0.01,
-    plane_iterations: int = 3,
+    plane_iterations: int = 5,
     plane_init: Literal["mean", "near"] = "mean",
     plane_select_k: float = 2.0,
     plane_gate_k: float = 2.5,
@@ -586,7 +586,7 @@ def fit_local_planes(
     select_k: float = 2.0,
     gate_k: float = 2.5,
     gate_rel: float = 0.005,
-    iterations: int = 3,
+    iterations: int = 5,
     select_hi_k: float | None = None,
     weight_sigma_px: float | None = None,
     adaptive_noise: bool = False,
@@ -595,6 +595,7 @@ def fit_local_planes(
     return_planes: bool = False,
     weights: np.ndarray | None = None,
     return_sigma: bool = False,
+    symmetric_noise_iterations: int = 2,
 ):
     """Depth (m, flat, inf where ``init`` is inf) at each pixel-centre ray from a local plane fit.
 
@@ -613,7 +614,10 @@ def fit_local_planes(
     then each pass measures the spread of the selected residuals over the window (the smaller of the
     rms of the points in front of and behind the plane, so a one-sided contamination -- points of the
     hidden back of a thin object, or mixed pixels in front of a far surface -- does not inflate it),
-    corrects it for the truncation of the window and clips it to ``noise_range`` x ``noise_m``. A
+    corrects it for the truncation of the window and clips it to ``noise_range`` x ``noise_m``; the first
+    ``symmetric_noise_iterations`` passes use the rms of all of them (a start biased to one side, as the
+    front-band mean is on steep walls at grazing incidence, would otherwise keep the window narrow on the
+    far side and the fit would creep back over many passes). A
     fixed window narrower than the true noise (range noise grows on the weak returns of far, dark or
     grazing surfaces) truncates the upper tail left by the front-band initialisation and biases
     far surfaces toward the camera.
@@ -657,7 +661,7 @@ def fit_local_planes(
             n_pos, rr_pos = n_all - n_neg, rr_all - rr_neg
             v_neg = np.where(n_neg >= 3, rr_neg / np.maximum(n_neg, 1), np.inf)
             v_pos = np.where(n_pos >= 3, rr_pos / np.maximum(n_pos, 1), np.inf)
-            v = np.minimum(v_neg, v_pos)
+            v = np.minimum(v_neg, v_pos) if it >= symmetric_noise_iterations else np.full(n_px, np.inf)
             v = np.where(np.isfinite(v), v, np.where(n_all >= 3, rr_all / np.maximum(n_all, 1), np.nan))
             est = np.sqrt(v) / trunc
             sig = np.where(np.isfinite(est), np.clip(est, lo_f * noise_m, hi_f * noise_m), sig).astype(np.float32)
