@@ -80,6 +80,21 @@ def test_focus_lut_runs_within_half_percent(root):
     assert {r["hexcode"] for r in rep.rows} >= {"6D3E", "1113"}
 
 
+def test_focus_lut_of_one_far_hexcode_alone(root, tmp_path):
+    # the bootstrap placements (3.08 m, 1.3 m) must find their sharp positions outside the target's own
+    # neighbourhood, and a one-entry LUT answers its target (the motor lands within its repeatability)
+    import shutil
+
+    lay = CalibrationLayout(tmp_path, RIG.name)
+    lay.dir.mkdir(parents=True)
+    shutil.copy(CalibrationLayout(root, RIG.name).intrinsics_path, lay.intrinsics_path)
+    h = SMALL.run(9).hexcode  # 8.1 m
+    S.calibrate_focus(SMALL, tmp_path, hexcodes=[h])
+    lut = read_focus_lut(lay.focus_lut_path)
+    assert list(lut.hexcodes) == [h]
+    assert abs(lut.distance_m(h) / HiddenMotor(seed_for_rig(RIG.name)).distance_m(h) - 1) < 0.005
+
+
 @pytest.mark.parametrize("z", [1.3, 3.0])
 def test_sharp_search_lands_within_motor_repeatability(z):
     tw = S._twin(SMALL)

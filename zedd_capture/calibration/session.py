@@ -235,8 +235,11 @@ def calibrate_focus(rig: Rig, root: Path, hexcodes: Sequence[int] | None = None,
     meas_lut = FocusLUT(list(uniq.values()))
     rows, out_entries = [], []
     for h in sorted(set(targets)):
-        d = float(meas_lut.distance_m(h, extrapolate=True))
         near = min(uniq.values(), key=lambda e: abs(e.hexcode - h))
+        if len(uniq) == 1 and abs(near.hexcode - h) <= 30:  # one target: measured where the motor landed
+            d = near.focus_distance_m
+        else:
+            d = float(meas_lut.distance_m(h, extrapolate=True))
         out_entries.append(FocusLUTEntry(h, d, near.uncertainty_m, near.residual_px))
     for e in uniq.values():  # keep measured entries away from the targets (extra coverage)
         if all(abs(e.hexcode - h) > 300 for h in targets):
@@ -290,8 +293,11 @@ def _focus_twin(rig, targets, canonical_hex, intr, method, paper_views, bootstra
                 refine="board"):
     tw = _twin(rig)
     W, H = rig.camera.width_px, rig.camera.height_px
-    span = max(targets) - min(targets)
-    lo, hi = max(0, min(targets) - span // 6 - 500), min(0xFFFF, max(targets) + span // 6 + 500)
+    # motor range of the searches: the targets and the rig's runs (the bootstrap placements at the canonical and
+    # bootstrap distances must find their sharp positions even when only a few far hexcodes are calibrated)
+    codes = list(targets) + [r.hexcode for r in rig.capture.runs if r.hexcode is not None]
+    span = max(codes) - min(codes)
+    lo, hi = max(0, min(codes) - span // 6 - 500), min(0xFFFF, max(codes) + span // 6 + 500)
     wide = rig.capture.apertures and min(rig.capture.apertures)
     entries: list[FocusLUTEntry] = []
     detail: dict[int, dict] = {}
