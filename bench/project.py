@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from zedd_capture.pointcloud.pipeline import BuildConfig  # noqa: E402
 from zedd_capture.pointcloud.project import zbuffer, zbuffer_bruteforce  # noqa: E402
 
 
@@ -32,13 +33,6 @@ def scene_points(n: int, seed: int = 0) -> np.ndarray:
     return np.stack([u * z * 0.72, v * z * 0.72, z], 1)
 
 
-def build_settings() -> dict:
-    """zbuffer keyword arguments of build-depth's defaults (pipeline.BuildConfig)."""
-    from zedd_capture.pointcloud.pipeline import BuildConfig
-
-    return BuildConfig().zbuffer_kwargs()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--points", type=int, default=20_000_000)
@@ -50,7 +44,7 @@ def main() -> None:
     variants = (("paper_splat", dict(mode="splat", band_m=None)), ("default_fill_band", dict()),
                 ("smooth_r1", dict(occlusion_radius_px=8, smooth_radius_px=1)),
                 # pipeline.BuildConfig defaults: local plane fit with per-pixel noise, spill removal, plane-read fill
-                ("build_depth_settings", build_settings()))
+                ("build_depth_settings", BuildConfig().zbuffer_kwargs()))
     for name, kw in variants:
         zbuffer(pts[:100_000], K, W, H, r, **kw)
         ts = []

@@ -236,7 +236,7 @@ def calibrate_focus(rig: Rig, root: Path, hexcodes: Sequence[int] | None = None,
     rows, out_entries = [], []
     for h in sorted(set(targets)):
         near = min(uniq.values(), key=lambda e: abs(e.hexcode - h))
-        if len(uniq) == 1 and abs(near.hexcode - h) <= 30:  # one target: measured where the motor landed
+        if len(uniq) == 1 and abs(near.hexcode - h) <= SAME_POSITION_COUNTS:  # measured where the motor landed
             d = near.focus_distance_m
         else:
             d = float(meas_lut.distance_m(h, extrapolate=True))
@@ -355,11 +355,13 @@ def _focus_twin(rig, targets, canonical_hex, intr, method, paper_views, bootstra
                     for i in range(n_rep)]
             eb, binfo = _mean_entry([e for e, _ in reps]), reps[-1][1]
             binfo = {**binfo, "brackets": n_rep, "board_bracket_captures": sum(b["board_bracket_captures"] for _, b in reps)}
-            entries = [x for x in entries if abs(x.hexcode - eb.hexcode) > 30] + [eb]
+            entries = [x for x in entries if abs(x.hexcode - eb.hexcode) > SAME_POSITION_COUNTS] + [eb]
             detail[h].update(binfo)
     return entries, detail
 
 
+# motor positions this close (counts) are the same target: the motor lands within a few counts of a move
+SAME_POSITION_COUNTS = 30
 # (distance from, brackets averaged) for far runs. At 8.1 m one bracket of the tiny test rig (513 px) is off by
 # +0.27 % +- 0.21 % (1 sigma, 7 brackets): three left the LUT at 0.42-0.57 %, six put it at ~0.27 +- 0.09 %
 FAR_BRACKETS = ((7.0, 6), (4.0, 3))

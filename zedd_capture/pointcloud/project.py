@@ -425,29 +425,16 @@ def _smooth(own: np.ndarray, sums: np.ndarray, counts: np.ndarray, radius: int, 
     S = np.zeros(own.shape, np.float64)
     C = np.zeros(own.shape, np.float64)
     tol = np.float32(tol_m) + np.float32(tol_rel) * d
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dy * dy + dx * dx > radius * radius:
-                continue
-            dn = _shift(d, dy, dx)
-            use = np.abs(dn - d) <= tol
-            S += np.where(use, _shift(sums.astype(np.float32), dy, dx), 0)
-            C += np.where(use, _shift(counts.astype(np.float32), dy, dx), 0)
+    sums32, counts32 = sums.astype(np.float32), counts.astype(np.float32)
+    for dy, dx in _window_offsets(radius):
+        use = np.abs(_shift_fill(d, dy, dx, np.inf) - d) <= tol
+        S += np.where(use, _shift_fill(sums32, dy, dx, 0.0), 0)
+        C += np.where(use, _shift_fill(counts32, dy, dx, 0.0), 0)
     out = np.where(ok & (C > 0), S / np.maximum(C, 1), own)
     return out.astype(np.float32)
 
 
 _DIRS = ((1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1))
-
-
-def _shift(img: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """img shifted so out[y, x] = img[y + dy, x + dx] (inf outside)."""
-    h, w = img.shape
-    out = np.full_like(img, np.inf)
-    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
-    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-    out[yd, xd] = img[ys, xs]
-    return out
 
 
 def remove_occluded(depth: np.ndarray, radius_px: int, rel: float = 0.05) -> np.ndarray:
@@ -460,7 +447,7 @@ def remove_occluded(depth: np.ndarray, radius_px: int, rel: float = 0.05) -> np.
         m = minima[i]
         m[:] = np.inf
         for k in range(1, radius_px + 1):
-            np.minimum(m, _shift(d, dy * k, dx * k), out=m)
+            np.minimum(m, _shift_fill(d, dy * k, dx * k, np.inf), out=m)
         occluded &= m < d * np.float32(1.0 - rel)
     if not occluded.any():
         return d
@@ -737,8 +724,8 @@ def _window_sums_numpy(mom, zc, A, Gx, Gy, gate, own, offs, wo, last_squared=Fal
     height, width, C = mom.shape
     S = np.zeros((C, height, width))
     for (dy, dx), w in zip(np.asarray(offs).tolist(), np.asarray(wo).tolist()):
-        m = np.stack([_shift_f64(mom[..., i], dy, dx) for i in range(C)])
-        zn = _shift_f64(zc, dy, dx, fill=np.inf)
+        m = np.stack([_shift_fill(mom[..., i], dy, dx, 0.0) for i in range(C)])
+        zn = _shift_fill(zc, dy, dx, np.inf)
         plane = A + Gx * dx + Gy * dy
         zpl = 1.0 / np.where(plane > 0, plane, np.nan)
         use = own & np.isfinite(zn) & ((np.abs(zn - zpl) <= gate) | (dy == 0 and dx == 0))
@@ -797,13 +784,3 @@ if _nb is not None:
                     for i in range(9, C):
                         o[i] += m[i] * (w * w if last_squared and i == C - 1 else w)
         return S
-
-
-def _shift_f64(img: np.ndarray, dy: int, dx: int, fill: float = 0.0) -> np.ndarray:
-    """img shifted so out[y, x] = img[y + dy, x + dx] (``fill`` outside)."""
-    h, w = img.shape
-    out = np.full(img.shape, fill, dtype=np.float64)
-    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
-    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-    out[yd, xd] = img[ys, xs]
-    return out
