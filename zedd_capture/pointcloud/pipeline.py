@@ -22,6 +22,7 @@ from ..geometry import invert, scale_intrinsics, write_tum
 from ..layout import CalibrationLayout, SceneLayout, atomic_open, atomic_write_json
 from .aggregate import AggregateConfig, WorldCloud, aggregate, frame_index_dtype
 from .cleanup import cleanup_mask, load_regions
+from .edge_snap import snap_edge_points
 from .io import read_lidar, read_static_frame
 from .project import depth_edge_band, view_weights, zbuffer
 from .register import RegisterConfig, register_static
@@ -76,6 +77,14 @@ class BuildConfig:
     # within 0.5 %: hallway02 84.0 -> 85.8 %, kitchen01 94.0 -> 94.0 %, office03 87.0 -> 87.1 %. 0: off
     thin_ratio: float = 2.0
     thin_depth_rel: float = 0.1
+    # points within edge_snap_zone_px of a depth edge of the first projection move along their sensor rays onto
+    # the nearest surface of the non-edge pixels within edge_snap_radius_px, or are dropped when none lies
+    # within edge_snap_max_m; then the projection runs again (edge_snap.snap_edge_points: range noise seen from
+    # the side spills a near surface past its silhouette). Twin, within 0.5 % (dense): kitchen01 94.55 ->
+    # 95.3 %, office03 93.0 -> 94.3 %, hallway02 92.6 -> 92.9 %. 0: off
+    edge_snap_radius_px: int = 4
+    edge_snap_zone_px: int = 3
+    edge_snap_max_m: float = 0.03
     # mark the 1-px bands on both sides of depth edges (jump > edge_band_jump_rel, project.depth_edge_band)
     # invalid (0) in the exported map: denser ground truth is the paper's choice (False); the bands hold most
     # of the wrong-surface pixels. Twin, kitchen01: within 0.5 % 94.0 -> 96.9 %, AbsRel 6.5 -> 0.7 %,
@@ -256,23 +265,29 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         points, ranges, frames = cloud.points, cloud.ranges, cloud.frame_index
     timings["cleanup"] = st.dt
     with _stage("project") as st:
-        report("project", 0, 1)
+        report("project", 0, 2)
         R = T_camera_world[:3, :3].astype(np.float32)
         t_cw = T_camera_world[:3, 3].astype(np.float32)
         pc = points @ R.T + t_cw
-        weights = None
-        if cfg.view_weight_power is not None and frames is not None:
-            origins_c = origins_w @ R.T + t_cw
-            weights = np.empty(len(pc), dtype=np.float32)
-            for a in range(0, len(pc), 1 << 21):  # chunks: no (N, 3) origins array
-                b = a + (1 << 21)
-                weights[a:b] = view_weights(pc[a:b], origins_c[frames[a:b]], cfg.view_weight_power, cfg.view_weight_floor)
-        depth = zbuffer(pc, K, W, H, radius, point_weights=weights, **cfg.zbuffer_kwargs())
-        del pc, weights
+        origins_c = origins_w @ R.T + t_cw
+        depth = zbuffer(pc, K, W, H, radius, point_weights=_view_weights(pc, origins_c, frames, cfg), **cfg.zbuffer_kwargs())
+        snapped = dropped = 0
+        if cfg.edge_snap_radius_px > 0 and frames is not None:
+            report("project", 1, 2)
+            snapped_pc, keep = snap_edge_points(pc, origins_c, frames, depth, K, zone_px=cfg.edge_snap_zone_px,
+                                                radius_px=cfg.edge_snap_radius_px, max_move_m=cfg.edge_snap_max_m,
+                                                jump_rel=cfg.edge_band_jump_rel)
+            snapped = int(np.count_nonzero(np.any(snapped_pc != pc, axis=1)))
+            dropped = int(len(pc) - np.count_nonzero(keep))
+            pc, kept_frames = snapped_pc[keep], frames[keep]
+            del snapped_pc, keep
+            depth = zbuffer(pc, K, W, H, radius, point_weights=_view_weights(pc, origins_c, kept_frames, cfg),
+                            **cfg.zbuffer_kwargs())
+        del pc
         band = depth_edge_band(depth, cfg.edge_band_jump_rel)
         if cfg.mask_edge_band:
             depth = np.where(band, np.float32(0), depth)
-        report("project", 1, 1)
+        report("project", 2, 2)
     timings["project"] = st.dt
     summary = BuildSummary(
         scene=scene,
@@ -295,7 +310,9 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
                "plane_radius_px": cfg.plane_radius_px, "plane_sigma_px": cfg.plane_sigma_px, "plane_ici_k": cfg.plane_ici_k,
                "spill_ratio": cfg.spill_ratio,
                "thin_ratio": cfg.thin_ratio, "mask_edge_band": cfg.mask_edge_band,
-               "edge_band_fraction": float(band.mean())},
+               "edge_band_fraction": float(band.mean()),
+               "edge_snap": {"radius_px": cfg.edge_snap_radius_px, "zone_px": cfg.edge_snap_zone_px,
+                             "max_m": cfg.edge_snap_max_m, "snapped": snapped, "dropped": dropped}},
     )
     with _stage("write") as st:
         report("write", 0, 1)
@@ -307,6 +324,18 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         atomic_write_json(layout.build_log_path, json.loads(json.dumps(summary.log_dict(), default=_json_default)))
         report("write", 1, 1)
     return summary
+
+
+def _view_weights(pc: np.ndarray, origins_c: np.ndarray, frames: np.ndarray | None, cfg: BuildConfig) -> np.ndarray | None:
+    """project.view_weights of every point (camera frame) from its frame's sensor position, or None (off / no
+    frame index)."""
+    if cfg.view_weight_power is None or frames is None:
+        return None
+    weights = np.empty(len(pc), dtype=np.float32)
+    for a in range(0, len(pc), 1 << 21):  # chunks: no (N, 3) origins array
+        b = a + (1 << 21)
+        weights[a:b] = view_weights(pc[a:b], origins_c[frames[a:b]], cfg.view_weight_power, cfg.view_weight_floor)
+    return weights
 
 
 def _json_default(o):

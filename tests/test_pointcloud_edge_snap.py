@@ -1,0 +1,129 @@
+"""Edge snapping: points near depth edges moved along their sensor rays onto the surfaces around them."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from zedd_capture.pointcloud.edge_snap import pixel_planes, snap_edge_points
+from zedd_capture.pointcloud.pipeline import BuildConfig
+from zedd_capture.pointcloud.project import depth_edge_band, zbuffer
+
+K = np.array([[240.0, 0, 39.5], [0, 240.0, 29.5], [0, 0, 1]])  # 1 px = 6 mm at 1.5 m
+W, H = 80, 60
+BOARD_Z, WALL_Z, BOARD_EDGE_X = 1.5, 4.0, 0.0125  # the board covers camera x < 2 px right of the centre
+
+
+def _board_scene(rng, board_noise_m=0.02):
+    """A board at 1.5 m (x < BOARD_EDGE_X) before a wall at 4 m. The board is measured from a sensor 0.8 m to
+    the right of the camera (its 2 cm range noise points ~28 deg off the camera rays: its points scatter
+    ~1.6 px sideways), the wall from one next to the camera (everywhere, also behind the board).
+    Returns (points (N, 3), sensor positions (2, 3), frame index (N,), truth depth (H, W))."""
+    sensors = np.array([[0.8, 0.0, 0.0], [0.05, 0.0, 0.0]])
+    n_board = 12 * 40 * H
+    board = np.c_[rng.uniform(-0.2, BOARD_EDGE_X, n_board), rng.uniform(-0.15, 0.15, n_board), np.full(n_board, BOARD_Z)]
+    n_wall = 8 * W * H
+    wall = np.c_[rng.uniform(-0.7, 0.7, n_wall), rng.uniform(-0.5, 0.5, n_wall), np.full(n_wall, WALL_Z)]
+
+    def measured(true, sensor, sigma):
+        ray = true - sensor
+        ray /= np.linalg.norm(ray, axis=1, keepdims=True)
+        return true + rng.normal(0, sigma, len(true))[:, None] * ray
+
+    pts = np.vstack([measured(board, sensors[0], board_noise_m), measured(wall, sensors[1], 0.01)]).astype(np.float32)
+    frames = np.r_[np.zeros(n_board, np.int64), np.ones(n_wall, np.int64)]
+    u, v = np.meshgrid(np.arange(W), np.arange(H))
+    xn, yn = (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
+    on_board = (xn * BOARD_Z > -0.2) & (xn * BOARD_Z < BOARD_EDGE_X) & (np.abs(yn * BOARD_Z) < 0.15)
+    truth = np.where(on_board, BOARD_Z, WALL_Z)
+    return pts, sensors, frames, truth
+
+
+def _project(pts):
+    return zbuffer(pts, K, W, H, 2, **BuildConfig().zbuffer_kwargs())
+
+
+def _u(points):
+    return points[:, 0] / points[:, 2] * K[0, 0] + K[0, 2]
+
+
+def _within(dm, truth):
+    return np.mean(np.abs(dm - truth) / truth < 0.005)
+
+
+def test_spilled_board_points_go_back_onto_the_board():
+    pts, sensors, frames, truth = _board_scene(np.random.default_rng(3))
+    first = _project(pts)
+    snapped, keep = snap_edge_points(pts, sensors, frames, first, K)
+    second = _project(snapped[keep])
+    # board points more than half a pixel past the board's true edge (sideways error in the image)
+    board = frames == 0
+    edge_u = K[0, 0] * BOARD_EDGE_X / BOARD_Z + K[0, 2]
+    past_before = np.mean(_u(pts[board]) > edge_u + 0.5)
+    past_after = np.mean(_u(snapped[board & keep]) > edge_u + 0.5)
+    assert past_before > 0.005
+    assert past_after < 0.2 * past_before
+    assert np.mean(keep[board]) > 0.85  # 2 cm noise, 3 cm gate: the tails beyond 1.5 sigma go
+    assert _within(second, truth) > _within(first, truth) + 0.005
+    assert np.all(second > 0)
+
+
+def test_mixed_returns_beside_a_silhouette_are_dropped_and_far_points_untouched():
+    rng = np.random.default_rng(4)
+    pts, sensors, frames, truth = _board_scene(rng)
+    # mixed returns of a third sensor 0.8 m to the left: along its rays that graze the board's edge, 10-90 %
+    # of the way to the wall; the camera sees them beside the silhouette, over the wall
+    sensors = np.vstack([sensors, [[-0.8, 0.0, 0.0]]])
+    n = 300
+    edge = np.c_[np.full(n, BOARD_EDGE_X), rng.uniform(-0.1, 0.1, n), np.full(n, BOARD_Z)]
+    ray = (edge - sensors[2]) / np.linalg.norm(edge - sensors[2], axis=1, keepdims=True)
+    mixed = edge + (rng.uniform(0.1, 0.9, n) * (WALL_Z - BOARD_Z) / ray[:, 2])[:, None] * ray
+    allp = np.vstack([pts, mixed]).astype(np.float32)
+    allf = np.r_[frames, np.full(n, 2)]
+    first = _project(allp)
+    snapped, keep = snap_edge_points(allp, sensors, allf, first, K)
+    second = _project(snapped[keep])
+
+    def neither_surface(dm):
+        return int(((dm > 1.6) & (dm < 3.9)).sum())
+
+    assert neither_surface(first) > 20
+    assert neither_surface(second) == 0
+    assert _within(second, truth) > _within(first, truth) + 0.01
+    # points far from any depth edge of the first map are returned as they were
+    near_edge = cv2.dilate(depth_edge_band(first).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0  # zone 3 px + 1
+    u, v = np.rint(_u(allp)).astype(int), np.rint(allp[:, 1] / allp[:, 2] * K[1, 1] + K[1, 2]).astype(int)
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    far = inside & ~near_edge[v.clip(0, H - 1), u.clip(0, W - 1)]
+    assert far.mean() > 0.3
+    np.testing.assert_array_equal(snapped[far], allp[far])
+    assert keep[far].all()
+    # a moved point only slides along its own sensor ray
+    moved = np.any(snapped != allp, axis=1)
+    assert moved.sum() > 100
+    ray = allp[moved] - sensors[allf[moved]]
+    ray /= np.linalg.norm(ray, axis=1, keepdims=True)
+    step = (snapped[moved] - allp[moved]).astype(np.float64)
+    off_ray = np.linalg.norm(np.cross(ray, step), axis=1)  # m, float32 rounding only
+    assert off_ray.max() < 2e-6 and np.abs(step).max() <= 0.03 + 1e-6
+
+
+def test_pixel_planes_recover_a_tilted_plane_and_stop_at_edges():
+    u, v = np.meshgrid(np.arange(W), np.arange(H))
+    xn, yn = (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
+    n_true = np.array([0.3, -0.2, -1.0]) / np.linalg.norm([0.3, -0.2, -1.0])
+    depth = (2.0 / -(n_true @ np.stack([xn, yn, np.ones_like(xn)]).reshape(3, -1))).reshape(H, W)  # n.X = -2
+    point, normal = pixel_planes(depth.astype(np.float32), K)
+    cos = np.abs(normal.reshape(-1, 3) @ n_true)
+    assert cos.min() > 0.9999
+    np.testing.assert_allclose(point[..., 2], depth, rtol=1e-6)
+    step = depth.copy()
+    step[:, 40:] *= 2  # a depth edge: the normals on both sides still come from their own side only
+    _, normal = pixel_planes(step.astype(np.float32), K)
+    assert np.abs(normal.reshape(-1, 3) @ n_true).min() > 0.9999
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match="frame_index"):
+        snap_edge_points(np.zeros((5, 3), np.float32), np.zeros((1, 3)), np.zeros(4, int), np.ones((H, W)), K)
