@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import yaml
 
@@ -39,6 +40,11 @@ def depth_accuracy(depth: np.ndarray, true_depth: np.ndarray, tolerance: float =
     rel = np.abs(p - t) / t
     ratio = np.maximum(p / t, t / p)
     off_edges = ~depth_edge_band(np.where(np.isfinite(depth), depth, 0))[valid]  # of the map under test
+    # holes: true-valid pixels left empty; size = the largest distance (px) from a hole pixel to a filled one
+    # (a disc splat of radius r fills exactly the holes of size <= r)
+    holes = (true_valid & ~valid).astype(np.uint8)
+    hole_px = float(cv2.distanceTransform(holes, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).max()) if holes.any() else 0.0
+    best = np.sort(rel)[: int(0.99 * rel.size)]
     return {
         "pixels": int(valid.sum()),
         "coverage": float(valid.sum() / max(true_valid.sum(), 1)),
@@ -51,6 +57,9 @@ def depth_accuracy(depth: np.ndarray, true_depth: np.ndarray, tolerance: float =
         "edge_band_fraction": float(1.0 - off_edges.mean()) if rel.size else 0.0,
         f"within_{tolerance * 100:g}pct_off_edges": float((rel[off_edges] <= tolerance).mean()) if off_edges.any() else 0.0,
         "abs_rel_off_edges": float(rel[off_edges].mean()) if off_edges.any() else float("nan"),
+        "largest_hole_px": hole_px,
+        # AbsRel of the best 99 % of the pixels (the worst 1 % left out)
+        "abs_rel_best99": float(best.mean()) if best.size else float("nan"),
     }
 
 

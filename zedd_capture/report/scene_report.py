@@ -173,6 +173,9 @@ def summary_rows(numbers: dict) -> list[tuple[str, str, str]]:
         if "within_0.5pct_off_edges" in d:
             rows.append((f"  outside 1-px depth-edge bands ({d['edge_band_fraction'] * 100:.1f} % of pixels)",
                          f"{d['within_0.5pct_off_edges'] * 100:.2f} % within 0.5 %, AbsRel {d['abs_rel_off_edges'] * 100:.2f} %", ""))
+        if "largest_hole_px" in d:
+            rows += [("  AbsRel of the best 99 % of pixels", f"{d['abs_rel_best99'] * 100:.3f} %", ""),
+                     ("  largest hole in true surfaces", f"{d['largest_hole_px']:.1f} px to a filled pixel", "<= splat radius")]
     if "focus_lut" in acc:
         rows.append(("focus LUT max error", f"{acc['focus_lut']['max_rel_error'] * 100:.3f} %", "<= 0.5 %"))
     if "breathing" in acc:
