@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from zedd_capture.pointcloud.edge_snap import pixel_planes, snap_edge_points
+from zedd_capture.pointcloud.edge_snap import snap_edge_points
 from zedd_capture.pointcloud.pipeline import BuildConfig
 from zedd_capture.pointcloud.project import depth_edge_band, zbuffer
 
@@ -107,21 +107,6 @@ def test_mixed_returns_beside_a_silhouette_are_dropped_and_far_points_untouched(
     step = (snapped[moved] - allp[moved]).astype(np.float64)
     off_ray = np.linalg.norm(np.cross(ray, step), axis=1)  # m, float32 rounding only
     assert off_ray.max() < 2e-6 and np.abs(step).max() <= 0.03 + 1e-6
-
-
-def test_pixel_planes_recover_a_tilted_plane_and_stop_at_edges():
-    u, v = np.meshgrid(np.arange(W), np.arange(H))
-    xn, yn = (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
-    n_true = np.array([0.3, -0.2, -1.0]) / np.linalg.norm([0.3, -0.2, -1.0])
-    depth = (2.0 / -(n_true @ np.stack([xn, yn, np.ones_like(xn)]).reshape(3, -1))).reshape(H, W)  # n.X = -2
-    point, normal = pixel_planes(depth.astype(np.float32), K)
-    cos = np.abs(normal.reshape(-1, 3) @ n_true)
-    assert cos.min() > 0.9999
-    np.testing.assert_allclose(point[..., 2], depth, rtol=1e-6)
-    step = depth.copy()
-    step[:, 40:] *= 2  # a depth edge: the normals on both sides still come from their own side only
-    _, normal = pixel_planes(step.astype(np.float32), K)
-    assert np.abs(normal.reshape(-1, 3) @ n_true).min() > 0.9999
 
 
 def test_bad_shapes_raise():

@@ -17,40 +17,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .planes import pixel_planes
 from .project import depth_edge_band
-
-
-def pixel_planes(depth: np.ndarray, K: np.ndarray, jump_rel: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel tangent planes of ``depth`` (m, 0 = invalid) in the camera frame: (point (H, W, 3) m,
-    normal (H, W, 3), nan where the pixel is invalid). The depth gradient is the central difference where
-    both 4-neighbours continue the surface (within ``jump_rel``), one-sided where one does, else 0."""
-    d = np.where(depth > 0, depth, np.nan).astype(np.float64)
-    H, W = d.shape
-    grads = []
-    for axis in (1, 0):
-        fwd = np.full_like(d, np.nan)
-        bwd = np.full_like(d, np.nan)
-        if axis == 1:
-            fwd[:, :-1], bwd[:, 1:] = d[:, 1:], d[:, :-1]
-        else:
-            fwd[:-1], bwd[1:] = d[1:], d[:-1]
-        ok_f = np.abs(fwd - d) < jump_rel * d
-        ok_b = np.abs(bwd - d) < jump_rel * d
-        g = np.where(ok_f & ok_b, (fwd - bwd) / 2, np.where(ok_f, fwd - d, np.where(ok_b, d - bwd, 0.0)))
-        grads.append(np.where(np.isfinite(d), g, np.nan))
-    gu, gv = grads
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    u, v = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
-    ray = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u)], axis=-1)
-    point = ray * d[..., None]
-    # X(u, v) = depth(u, v) * ray(u, v): tangents dX/du = gu * ray + (depth / fx, 0, 0), dX/dv likewise
-    t_u = ray * gu[..., None]
-    t_u[..., 0] += d / fx
-    t_v = ray * gv[..., None]
-    t_v[..., 1] += d / fy
-    normal = np.cross(t_u, t_v)
-    normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
-    return point.astype(np.float32), normal.astype(np.float32)
 
 
 def snap_edge_points(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, frame_index: np.ndarray,
