@@ -293,12 +293,14 @@ def test_numba_projection_equals_numpy_path(monkeypatch):
     pts[:, 1] = rng.uniform(-0.6, 0.6, n) * np.abs(pts[:, 2])
     K = np.array([[700.0, 0.3, 455.5], [0, 701.0, 303.2], [0, 0, 1]])
     w = rng.uniform(0, 1, n)
-    fast = P.project_points(pts, K, 912, 608, subpixel=True, weights=w)
+    fast = P.project_points(pts, K, 912, 608, subpixel=True, weights=w, index=True)
     monkeypatch.setattr(P, "_nb", None)
-    slow = P.project_points(pts, K, 912, 608, subpixel=True, weights=w)
+    slow = P.project_points(pts, K, 912, 608, subpixel=True, weights=w, index=True)
     assert 0 < len(fast[0]) < n
+    assert len(fast) == len(slow) == 6
     for a, b in zip(fast, slow):
         assert a.dtype is b.dtype and np.array_equal(a, b)
+    np.testing.assert_array_equal(fast[1], pts[fast[-1], 2])  # the index points at each landing point
 
 
 def test_spill_of_a_sideways_scattered_near_bar_is_removed():

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .planes import pixel_planes
-from .project import depth_edge_band
+from .project import depth_edge_band, project_points
 
 
 def snap_edge_points(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, frame_index: np.ndarray,
@@ -41,13 +41,9 @@ def snap_edge_points(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, f
     plane_pt, plane_n = pixel_planes(depth, K, jump_rel)
     plane_pt[band] = np.nan  # edge pixels: which surface they show is what is in question
     fx, fy, cx, cy = (np.float32(x) for x in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
-    z = P[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = np.rint(P[:, 0] / z * fx + cx)
-        v = np.rint(P[:, 1] / z * fy + cy)
-    inside = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-    idx = np.flatnonzero(inside)
-    idx = idx[zone[v[idx].astype(np.intp), u[idx].astype(np.intp)]]
+    lin, _, idx = project_points(P, K, W, H, index=True)  # the pixels the z-buffer put the points in
+    in_zone = zone.ravel()[lin]
+    lin, idx = lin[in_zone], idx[in_zone]
     out = P.copy()
     keep = np.ones(len(P), bool)
     if idx.size == 0:
@@ -55,7 +51,7 @@ def snap_edge_points(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, f
     p = P[idx]
     ray = p - np.asarray(sensor_positions_cam, dtype=np.float32)[frame_index[idx]]
     ray /= np.linalg.norm(ray, axis=1, keepdims=True)
-    pu, pv = u[idx].astype(np.intp), v[idx].astype(np.intp)
+    pu, pv = (lin % W).astype(np.intp), (lin // W).astype(np.intp)
     best = np.full(len(idx), np.inf, dtype=np.float32)
     r2 = radius_px * radius_px
     for dy in range(-radius_px, radius_px + 1):

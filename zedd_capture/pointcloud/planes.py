@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .project import _shift_fill
+
 
 def pixel_planes(depth: np.ndarray, K: np.ndarray, jump_rel: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel tangent planes of ``depth`` (m, 0 = invalid) in the camera frame: (point (H, W, 3) m,
@@ -19,13 +21,8 @@ def pixel_planes(depth: np.ndarray, K: np.ndarray, jump_rel: float = 0.05) -> tu
     d = np.where(depth > 0, depth, np.nan).astype(np.float64)
     H, W = d.shape
     grads = []
-    for axis in (1, 0):
-        fwd = np.full_like(d, np.nan)
-        bwd = np.full_like(d, np.nan)
-        if axis == 1:
-            fwd[:, :-1], bwd[:, 1:] = d[:, 1:], d[:, :-1]
-        else:
-            fwd[:-1], bwd[1:] = d[1:], d[:-1]
+    for dy, dx in ((0, 1), (1, 0)):  # along u, then v
+        fwd, bwd = _shift_fill(d, dy, dx, np.nan), _shift_fill(d, -dy, -dx, np.nan)
         ok_f = np.abs(fwd - d) < jump_rel * d
         ok_b = np.abs(bwd - d) < jump_rel * d
         g = np.where(ok_f & ok_b, (fwd - bwd) / 2, np.where(ok_f, fwd - d, np.where(ok_b, d - bwd, 0.0)))

@@ -31,17 +31,18 @@ def disc_kernel(radius_px: int) -> np.ndarray:
 
 
 def project_points(points_cam: np.ndarray, K: np.ndarray, width: int, height: int, near_m: float = 0.05,
-                   subpixel: bool = False, weights: np.ndarray | None = None):
+                   subpixel: bool = False, weights: np.ndarray | None = None, index: bool = False):
     """Pixel index (flat, v * width + u) and depth z (m) of the points that land in the image.
 
     subpixel=True also returns (du, dv): each point's offset (px, in [-0.5, 0.5]) from its pixel's centre.
-    weights (N,): also returns the weights of the points that land in the image (last).
+    weights (N,): also returns the weights of the points that land in the image.
+    index=True also returns (last) the index into ``points_cam`` of each point that lands in the image.
     """
     p = np.asarray(points_cam)
     if _nb is not None and p.dtype == np.float32 and p.ndim == 2 and p.shape[1] == 3 and len(p):
         k = np.array([K[0, 0], K[0, 2], K[0, 1], K[1, 1], K[1, 2]], dtype=np.float32)
         lin, z, du, dv, idx = _project_nb(np.ascontiguousarray(p), k, int(width), int(height), np.float32(near_m),
-                                          bool(subpixel), weights is not None)
+                                          bool(subpixel), weights is not None or index)
         # views with numpy's own dtype objects: numba's equal-but-distinct dtypes put ufunc.at
         # (np.minimum.at on these arrays) on a slow path, 30x slower on 20M points
         lin, z, du, dv, idx = (a.view(np.dtype(a.dtype.str)) for a in (lin, z, du, dv, idx))
@@ -50,9 +51,12 @@ def project_points(points_cam: np.ndarray, K: np.ndarray, width: int, height: in
             out += (du, dv)
         if weights is not None:
             out += (np.asarray(weights, dtype=np.float32)[idx],)
+        if index:
+            out += (idx,)
         return out
     z = p[:, 2]
     front = z > near_m
+    front_idx = np.flatnonzero(front) if index else None
     p = p[front]
     z = z[front].astype(np.float32)
     w = None if weights is None else np.asarray(weights, dtype=np.float32)[front]
@@ -67,6 +71,8 @@ def project_points(points_cam: np.ndarray, K: np.ndarray, width: int, height: in
         out += ((uf - u)[inside].astype(np.float32), (vf - v)[inside].astype(np.float32))
     if w is not None:
         out += (w[inside],)
+    if index:
+        out += (front_idx[inside],)
     return out
 
 
