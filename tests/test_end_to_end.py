@@ -67,8 +67,11 @@ def test_accuracy_meets_stage_goals(chain):
     assert acc["trajectory"]["ate_rmse_mm"] <= 5
     assert acc["depth"]["coverage"] >= 0.98
     assert acc["depth"]["median_rel"] <= 0.005
-    # issue 9 asks for >= 99 % of pixels within 0.5 %; not reached yet (87 % here): a regression floor
-    assert acc["depth"]["within_0.5pct"] >= 0.85
+    # issue 9 asks for >= 99 % of pixels within 0.5 %; not reached yet: regression floors. 85.6 % here (87.1 %
+    # before the second-order deskew and the registration's last step, which lowered AbsRel 16.9 -> 14.8 % and
+    # the best 99 %'s AbsRel 2.4 -> 2.1 % on this 30-frame sweep, and raised kitchen01's share 95.2 -> 95.9 %)
+    assert acc["depth"]["within_0.5pct"] >= 0.84
+    assert acc["depth"]["abs_rel_best99"] <= 0.03
     # the misses sit in the 1-px bands at depth edges (what build-depth --mask-edges leaves out)
     assert acc["depth"]["within_0.5pct_off_edges"] > acc["depth"]["within_0.5pct"]
     assert acc["depth"]["abs_rel_off_edges"] < acc["depth"]["abs_rel"]
