@@ -5,9 +5,8 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import open3d as o3d
 import pytest
-from test_pointcloud_synth import make_sweep, pose_at
+from test_pointcloud_synth import make_sweep, pose_at, surface_distance_m
 
 from zedd_capture.pointcloud.aggregate import AggregateConfig, AggregationError, aggregate
 from zedd_capture.pointcloud.deskew import central_accelerations, central_velocities, deskew_points, relative_velocity
@@ -28,12 +27,8 @@ def test_deskew_with_true_velocity_puts_points_on_surfaces():
     f, T = sw.frames[0], sw.poses[0]
     dt = 1e-3
     vel = relative_velocity(pose_at(f.t_ref - dt, 4, 3.0)[0], pose_at(f.t_ref + dt, 4, 3.0)[0], 2 * dt)
-
-    def surface_dist(p):
-        pw = (p @ T[:3, :3].T + T[:3, 3]).astype(np.float32)
-        return sw.scene.compute_distance(o3d.core.Tensor(pw)).numpy()
-
-    raw, fixed = surface_dist(f.points), surface_dist(deskew_points(f.points, f.dt, vel))
+    raw = surface_distance_m(sw.scene, f.points, T)
+    fixed = surface_distance_m(sw.scene, deskew_points(f.points, f.dt, vel), T)
     assert np.percentile(raw, 90) > 0.02  # the motion skews the frame by centimetres
     assert np.percentile(fixed, 90) < 0.002
 
@@ -62,13 +57,8 @@ def test_deskew_with_the_poses_accelerations_beats_constant_velocity():
     a_true = P[1, :3, :3].T @ (P[2, :3, 3] - 2 * P[1, :3, 3] + P[0, :3, 3]) / h**2
     np.testing.assert_allclose(acc[1, 3:], a_true, atol=0.05 * np.linalg.norm(a_true))
     f, T = sw.frames[1], sw.poses[1]
-
-    def surface_dist(p):
-        pw = (p @ T[:3, :3].T + T[:3, 3]).astype(np.float32)
-        return sw.scene.compute_distance(o3d.core.Tensor(pw)).numpy()
-
-    first = surface_dist(deskew_points(f.points, f.dt, vel[1]))
-    second = surface_dist(deskew_points(f.points, f.dt, vel[1], acc[1]))
+    first = surface_distance_m(sw.scene, deskew_points(f.points, f.dt, vel[1]), T)
+    second = surface_distance_m(sw.scene, deskew_points(f.points, f.dt, vel[1], acc[1]), T)
     # mean 0.33 -> 0.21 mm, 90th percentile 0.86 -> 0.53 mm (the exact velocity alone: 0.24 / 0.65 mm)
     assert np.mean(second) < 0.75 * np.mean(first), (np.mean(second), np.mean(first))
     assert np.percentile(second, 90) < 0.75 * np.percentile(first, 90)
@@ -79,9 +69,7 @@ def test_fast_mode_trajectory(sweep):
     assert wc.stats["mode"] == "fast" and wc.poses.shape == (24, 4, 4)
     assert ate_mm(wc.poses, sweep.poses) < 2.5
     # the world cloud lies on the scene: transform it into the room frame with the first true pose
-    T0 = sweep.poses[0]
-    pw = (wc.points @ T0[:3, :3].T + T0[:3, 3]).astype(np.float32)
-    d = sweep.scene.compute_distance(o3d.core.Tensor(pw)).numpy()
+    d = surface_distance_m(sweep.scene, wc.points, sweep.poses[0])
     assert np.median(d) < 0.01 and wc.stats["density_removed"] >= 0
 
 

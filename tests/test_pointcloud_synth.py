@@ -112,6 +112,12 @@ def make_sweep(n_frames=20, seed=0, n_beams=64, n_cols=512, noise=0.0, amplitude
     return SynthSweep(frames, fn(times), times, scene)
 
 
+def surface_distance_m(scene, points: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Distance (m) of sensor-frame ``points`` placed with pose ``T`` to the nearest surface of ``scene``."""
+    pw = (points @ T[:3, :3].T + T[:3, 3]).astype(np.float32)
+    return scene.compute_distance(o3d.core.Tensor(pw)).numpy()
+
+
 def test_synthetic_frame_points_lie_on_the_scene():
     scene, _ = room_scene(0)
     sw = make_sweep(2, n_beams=16, n_cols=128)
@@ -120,6 +126,5 @@ def test_synthetic_frame_points_lie_on_the_scene():
     # static check: points at dt = 0 columns transformed by the t_ref pose hit surfaces (distance ~ 0)
     T = sw.poses[0]
     near0 = np.abs(f.dt) < 0.006
-    pw = f.points[near0] @ T[:3, :3].T + T[:3, 3]
-    d = scene.compute_distance(o3d.core.Tensor(pw.astype(np.float32))).numpy()
+    d = surface_distance_m(scene, f.points[near0], T)
     assert np.median(d) < 0.01
