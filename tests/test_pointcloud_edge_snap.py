@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from zedd_capture.pointcloud.edge_snap import snap_edge_points
+from zedd_capture.pointcloud.edge_snap import partial_edge_points, snap_edge_points
 from zedd_capture.pointcloud.pipeline import BuildConfig
 from zedd_capture.pointcloud.project import depth_edge_band, zbuffer
 
@@ -55,7 +55,8 @@ def _within(dm, truth):
 def test_spilled_board_points_go_back_onto_the_board():
     pts, sensors, frames, truth = _board_scene(np.random.default_rng(3))
     first = _project(pts)
-    snapped, keep = snap_edge_points(pts, sensors, frames, first, K)
+    # landing within 1 px of the plane's pixel: the board's plane is not extended past its silhouette
+    snapped, keep = snap_edge_points(pts, sensors, frames, first, K, land_px=1.0)
     second = _project(snapped[keep])
     # board points more than half a pixel past the board's true edge (sideways error in the image)
     board = frames == 0
@@ -67,6 +68,14 @@ def test_spilled_board_points_go_back_onto_the_board():
     assert np.mean(keep[board]) > 0.85  # 2 cm noise, 3 cm gate: the tails beyond 1.5 sigma go
     assert _within(second, truth) > _within(first, truth) + 0.005
     assert np.all(second > 0)
+    # landing within 2.5 px (the default, for the planes of far surfaces hidden behind a near one's first-map
+    # fringe) may extend the board's plane up to 2.5 px past its edge; dropping the board's points from the edge
+    # pixels it covers less than half of puts the edge back
+    snapped, keep = snap_edge_points(pts, sensors, frames, first, K)
+    second = _project(snapped[keep])
+    third = _project(snapped[keep][~partial_edge_points(snapped[keep], None, second, K)])
+    assert _within(third, truth) > _within(first, truth) + 0.005
+    assert np.all(third > 0)
 
 
 def test_mixed_returns_beside_a_silhouette_are_dropped_and_far_points_untouched():
@@ -112,3 +121,28 @@ def test_mixed_returns_beside_a_silhouette_are_dropped_and_far_points_untouched(
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="frame_index"):
         snap_edge_points(np.zeros((5, 3), np.float32), np.zeros((1, 3)), np.zeros(4, int), np.ones((H, W)), K)
+
+
+@pytest.mark.parametrize("edge_u, board_at_42", [(41.8, False), (42.2, True)])
+def test_a_pixel_that_the_near_surface_covers_less_than_half_of_shows_the_surface_behind(edge_u, board_at_42):
+    # exact points (1 mm noise): a board at 1.5 m whose right edge crosses pixel column 42 (centre u = 42, spanning
+    # 41.5-42.5) at edge_u, before a wall at 4 m (measured everywhere, also behind the board). Column 42 holds board
+    # points either way and the z-buffer gives it to the board; its centre ray meets the board only when
+    # edge_u > 42, i.e. when the board covers more than half of it
+    rng = np.random.default_rng(5)
+    x_edge = (edge_u - K[0, 2]) * BOARD_Z / K[0, 0]
+    n_board, n_wall = 30 * 40 * H, 10 * W * H
+    board = np.c_[rng.uniform(-0.2, x_edge, n_board), rng.uniform(-0.15, 0.15, n_board), np.full(n_board, BOARD_Z)]
+    wall = np.c_[rng.uniform(-0.7, 0.7, n_wall), rng.uniform(-0.5, 0.5, n_wall), np.full(n_wall, WALL_Z)]
+    pts = np.vstack([board, wall]).astype(np.float32)
+    pts[:, 2] += rng.normal(0, 0.001, len(pts)).astype(np.float32)
+    rows = slice(H // 2 - 10, H // 2 + 10)  # well inside the board's height (+-24 rows)
+    before = _project(pts)
+    assert np.all(np.abs(before[rows, 42] - BOARD_Z) < 0.01) and np.all(np.abs(before[rows, 41] - BOARD_Z) < 0.01)
+    drop = partial_edge_points(pts, None, before, K)
+    after = _project(pts[~drop])
+    assert np.all(np.abs(after[rows, 41] - BOARD_Z) < 0.01)  # covered in full: untouched
+    expect = BOARD_Z if board_at_42 else WALL_Z
+    assert np.mean(np.abs(after[rows, 42] - expect) < 0.01 * expect) >= 0.9
+    assert np.all(pts[drop, 2] < 2.0)  # only board points are dropped ...
+    assert np.mean(drop) < 0.01  # ... and only at the edge

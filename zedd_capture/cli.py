@@ -204,12 +204,16 @@ def build_depth(
     t = Table(title=f"build-depth {scene} ({mode})", show_header=False)
     t.add_row("frames", str(summary.frames))
     t.add_row("points in world cloud", f"{summary.points:,}")
+    if summary.stats.get("view"):
+        t.add_row("points in the camera's view", f"{summary.stats['view']['points']:,} (every sweep frame's)")
     t.add_row("static registration", f"fitness {summary.fitness:.3f}, RMSE {summary.rmse_m * 1000:.1f} mm")
     t.add_row("coverage", f"{summary.coverage * 100:.1f} % of {summary.depth.shape[1]}x{summary.depth.shape[0]} px")
     if "projection_size" in summary.stats:
         pw, ph = summary.stats["projection_size"]
         snap = summary.stats["edge_snap"]
-        t.add_row("projection", f"at {pw}x{ph} px; edge snapping moved {snap['snapped']:,} points, dropped {snap['dropped']:,}")
+        partial = summary.stats.get("edge_coverage", {}).get("dropped", 0)
+        t.add_row("projection", f"at {pw}x{ph} px; edge snapping moved {snap['snapped']:,} points, dropped {snap['dropped']:,}; "
+                                f"{partial:,} points of partly covered edge pixels dropped")
     t.add_row("timing", ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings_s.items()))
     t.add_row("ZEDD sample", str(sample.scene_dir))
     console.print(t)

@@ -227,6 +227,11 @@ class SceneLayout:
         return self.work_dir / "world_cloud.ply"
 
     @property
+    def view_cloud_path(self) -> Path:
+        """The points build-depth projected: every sweep frame's in the camera's view (camera-independent world frame)."""
+        return self.work_dir / "view_cloud.ply"
+
+    @property
     def cleanup_path(self) -> Path:
         return self.work_dir / "cleanup.yaml"
 

@@ -365,6 +365,34 @@ def _frame_motion(times: np.ndarray, poses: np.ndarray, cfg: AggregateConfig) ->
     return vels, accs
 
 
+def accumulate(frames: list[LidarFrameData], times: np.ndarray, poses: np.ndarray, cfg: AggregateConfig,
+               every: int = 1, select: Callable[[np.ndarray], np.ndarray] | None = None,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(points (N, 3) float32 world m, ranges (N,) float32 m, frame_index (N,)): the returns beyond
+    ``cfg.min_range_m`` of every ``every``-th frame, deskewed with the motion of ``poses`` (T_world_lidar (F, 4, 4)
+    at ``times`` (F,) s, :func:`_frame_motion`) and moved into the world frame; ``select(world_points)`` (a bool
+    mask per frame) keeps a subset (e.g. a camera's view)."""
+    vels, accs = _frame_motion(times, poses, cfg)
+    fdt = frame_index_dtype(len(frames))
+    chunks, rchunks, fchunks = [], [], []
+    for i in range(0, len(frames), max(1, every)):
+        fr = frames[i]
+        keep = fr.ranges > cfg.min_range_m
+        p = deskew_points(fr.points[keep], fr.dt[keep], vels[i], accs[i])
+        T = poses[i].astype(np.float32)
+        p = p @ T[:3, :3].T + T[:3, 3]
+        r = fr.ranges[keep]
+        if select is not None:
+            inside = select(p)
+            p, r = p[inside], r[inside]
+        chunks.append(p)
+        rchunks.append(r)
+        fchunks.append(np.full(len(p), i, dtype=fdt))
+    if not chunks:
+        return np.zeros((0, 3), np.float32), np.zeros(0, np.float32), np.zeros(0, fdt)
+    return np.concatenate(chunks), np.concatenate(rchunks), np.concatenate(fchunks)
+
+
 def _refine_global(frames, times, poses: np.ndarray, cfg: AggregateConfig, reg: _Registrar) -> np.ndarray:
     """Poses (F, 4, 4) re-registered once (small_gicp VGICP, ``refine_voxel_m``) to a Gaussian voxel map of the
     whole sweep built from every ``refine_map_every``-th frame, each deskewed with the motion of the tracked poses
@@ -408,23 +436,9 @@ def _aggregate_fast(frames: list[LidarFrameData], cfg: AggregateConfig, progress
         poses = _refine_global(frames, times, poses, cfg, reg)
     t_reg = time.perf_counter() - t0
     # accumulate full-resolution, re-deskewed points once in the world frame
-    vels, accs = _frame_motion(times, poses, cfg)
     n_valid = sum(len(f) for f in frames)
     every = cfg.accumulate_every or max(1, int(np.ceil(n_valid / cfg.max_points)))
-    chunks, rchunks, fchunks = [], [], []
-    fdt = frame_index_dtype(F)
-    for i in range(0, F, every):
-        fr = frames[i]
-        keep = fr.ranges > cfg.min_range_m
-        p = deskew_points(fr.points[keep], fr.dt[keep], vels[i], accs[i])
-        T = poses[i].astype(np.float32)
-        chunks.append(p @ T[:3, :3].T + T[:3, 3])
-        rchunks.append(fr.ranges[keep])
-        fchunks.append(np.full(len(p), i, dtype=fdt))
-    points = np.concatenate(chunks)
-    ranges = np.concatenate(rchunks)
-    frame_index = np.concatenate(fchunks)
-    del chunks, rchunks, fchunks
+    points, ranges, frame_index = accumulate(frames, times, poses, cfg, every=every)
     t_acc = time.perf_counter() - t0 - t_reg
     removed = 0
     t_den = time.perf_counter()

@@ -1,9 +1,10 @@
 """``zedd build-depth``: raw lidar recordings of one scene -> metric depth map in the canonical camera.
 
-Stages: read -> deskew + aggregate (+ density filter) -> register static frame -> cleanup ->
-transform into the camera frame -> z-buffer projection. Cleanup regions are defined in the
-camera (or static lidar) frame, the only frames stable across rebuilds, so cleanup runs right
-after the static frame is registered. Writes work/trajectory.tum, work/world_cloud.ply and
+Stages: read -> deskew + aggregate (+ density filter) -> register static frame -> view cloud (fast
+mode: every frame's points in the camera's view, density-filtered) -> cleanup -> transform into the
+camera frame -> z-buffer projection. Cleanup regions are defined in the camera (or static lidar)
+frame, the only frames stable across rebuilds, so cleanup runs right after the static frame is
+registered. Writes work/trajectory.tum, work/world_cloud.ply, work/view_cloud.ply and
 work/build_depth.json; the ZEDD export is :func:`zedd_capture.pointcloud.export.export_zedd`.
 """
 
@@ -20,19 +21,20 @@ import numpy as np
 
 from ..geometry import invert, scale_intrinsics, write_tum
 from ..layout import CalibrationLayout, SceneLayout, atomic_open, atomic_write_json
-from .aggregate import AggregateConfig, WorldCloud, aggregate, frame_index_dtype
+from .aggregate import AggregateConfig, WorldCloud, accumulate, aggregate, frame_index_dtype
+from .density import density_filter
 from .cleanup import cleanup_mask, load_regions
-from .edge_snap import snap_edge_points
+from .edge_snap import partial_edge_points, snap_edge_points
 from .io import read_lidar, read_static_frame
 from .planes import upsample_depth
-from .project import depth_edge_band, view_weights, zbuffer
+from .project import depth_edge_band, project_points, view_weights, zbuffer
 from .register import RegisterConfig, register_static
 
 log = logging.getLogger(__name__)
 
 StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
 
-STAGES = ("read", "aggregate", "register", "cleanup", "project", "write")
+STAGES = ("read", "aggregate", "register", "view", "cleanup", "project", "write")
 
 
 class BuildDepthError(RuntimeError):
@@ -87,6 +89,12 @@ class BuildConfig:
     edge_snap_radius_px: int = 4
     edge_snap_zone_px: int = 3
     edge_snap_max_m: float = 0.03
+    edge_snap_land_px: float = 2.5
+    # then the near surface's points are dropped from the pixels at its edges that it covers less than this
+    # fraction of (by point density; edge_snap.partial_edge_points) and the projection runs a third time.
+    # Twin, within 0.5 %: kitchen01 97.3 -> 97.6 %, office03 96.3 -> 96.9 %; AbsRel of the best 99 % 0.11 -> 0.06 %,
+    # 0.44 -> 0.22 %. 0: off
+    edge_coverage_ratio: float = 0.5
     # the projection (and every radius above, in pixels) runs at about this width - the depth map's size divided
     # by an integer - and planes.upsample_depth reads the result at the map's own pixels: the lidar gives a
     # fixed number of points per solid angle, and at the reference rig's 1824 x 1216 a pixel holds too few for
@@ -103,6 +111,13 @@ class BuildConfig:
     adaptive_noise: bool = True  # per-pixel noise measured from the plane-fit residuals (far / weak returns are noisier)
     edge_jump_m: float | None = 0.1  # drop mixed pixels at depth edges (see io.depth_edges)
     max_frames: int | None = None
+    # fast mode: project a cloud of every sweep frame's points in the camera's view (the image widened by
+    # view_margin_frac of its size on each side, so that the density filter still sees the neighbours of
+    # points at the image border), not the world cloud, which holds every n-th frame when the sweep has
+    # more than AggregateConfig.max_points returns (600 OS0-128 frames: every 4th). Twin, 4x the points in the
+    # view; within 0.5 %: kitchen01 95.9 -> 96.5 %, office03 93.9 -> 95.7 % (AbsRel 14.6 -> 1.75 %)
+    view_cloud: bool = True
+    view_margin_frac: float = 0.1
     write_cloud: bool = True
     include_static: bool = True
     # per-point view weights (project.view_weights): cos(angle at the point between the sensor that measured it
@@ -243,6 +258,7 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         cloud: WorldCloud = aggregate(sweep.frames, agg_cfg, progress=lambda d, n: report("aggregate", d, n))
     timings["aggregate"] = st.dt
     n_frames = len(sweep.frames)
+    frames = [f for f in sweep.frames if len(f) > 0]  # as aggregate() indexes them
     del sweep
     with _stage("register") as st:
         report("register", 0, 1)
@@ -255,22 +271,31 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
     # sensor position of each point: its frame's pose translation (estimated trajectory); the static
     # frame's points get index F, the static lidar's position
     origins_w = np.vstack([cloud.poses[:, :3, 3], T_world_static[None, :3, 3]]).astype(np.float32)
+    view = None
+    if mode == "fast" and cfg.view_cloud:
+        with _stage("view") as st:
+            report("view", 0, 1)
+            select = in_view(T_camera_world, K, W, H, cfg.view_margin_frac)
+            view = view_cloud(frames, cloud, select, agg_cfg)
+            report("view", 1, 1)
+        timings["view"] = st.dt
+    del frames
     if cfg.include_static:
-        # the tripod frame sees exactly what the camera sees: add it to the world cloud
-        sp = static.points[static.ranges > agg_cfg.min_range_m]
-        Ts = T_world_static.astype(np.float32)
-        cloud.points = np.concatenate([cloud.points, sp @ Ts[:3, :3].T + Ts[:3, 3]])
-        cloud.ranges = np.concatenate([cloud.ranges, static.ranges[static.ranges > agg_cfg.min_range_m]])
-        if cloud.frame_index is not None:
-            fdt = frame_index_dtype(len(cloud.poses) + 1)
-            cloud.frame_index = np.concatenate([cloud.frame_index.astype(fdt, copy=False),
-                                                np.full(len(sp), len(cloud.poses), dtype=fdt)])
+        # the tripod frame sees exactly what the camera sees: add it to the world cloud (and the view's)
+        _add_static_frame(cloud, static, T_world_static, agg_cfg.min_range_m)
+        if view is not None:
+            _add_static_frame(view, static, T_world_static, agg_cfg.min_range_m, select)
     with _stage("cleanup") as st:
         regions = load_regions(layout.cleanup_path)
         keep, removed = cleanup_mask(cloud.points, regions, T_camera_world, K, (W, H), invert(T_world_static))
         if regions:
             cloud.select(keep)
-        points, ranges, frames = cloud.points, cloud.ranges, cloud.frame_index
+            if view is not None:
+                view.select(cleanup_mask(view.points, regions, T_camera_world, K, (W, H), invert(T_world_static))[0])
+        projected = cloud if view is None else view
+        points, frames = projected.points, projected.frame_index
+        if view is not None:
+            view.stats["points"] = len(view.points)  # with the static frame's, after cleanup: what is projected
     timings["cleanup"] = st.dt
     with _stage("project") as st:
         R = T_camera_world[:3, :3].astype(np.float32)
@@ -284,7 +309,7 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         depth=depth,
         K=K,
         frames=n_frames,
-        points=int(len(points)),
+        points=int(len(cloud.points)),  # the world cloud (world_cloud.ply); the projected view cloud: stats["view"]
         fitness=reg.fitness,
         rmse_m=reg.rmse_m,
         coverage=float((depth > 0).mean()),
@@ -292,7 +317,7 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         T_camera_world=T_camera_world,
         T_world_static=T_world_static,
         warnings=warnings,
-        stats={"aggregate": cloud.stats, "cleanup_removed": removed, "ransac_fitness": reg.ransac_fitness,
+        stats={"aggregate": cloud.stats, "view": None if view is None else view.stats, "cleanup_removed": removed, "ransac_fitness": reg.ransac_fitness,
                "splat_radius_px": radius, **project_stats, "splat_mode": cfg.splat_mode, "band_m": cfg.band_m,
                "band_rel": cfg.band_rel, "adaptive_noise": cfg.adaptive_noise,
                "view_weight_power": cfg.view_weight_power, "view_weight_floor": cfg.view_weight_floor,
@@ -305,7 +330,9 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         write_tum(layout.trajectory_path, cloud.times, cloud.poses,
                   header=f"build-depth ({mode}) T_world_lidar per sweep frame at its mid-frame time (s); world = first sweep frame")
         if cfg.write_cloud:
-            write_ply(layout.world_cloud_path, points, ranges, frames)
+            write_ply(layout.world_cloud_path, cloud.points, cloud.ranges, cloud.frame_index)
+            if view is not None:
+                write_ply(layout.view_cloud_path, view.points, view.ranges, view.frame_index)
         timings["write"] = time.perf_counter() - st.t
         atomic_write_json(layout.build_log_path, json.loads(json.dumps(summary.log_dict(), default=_json_default)))
         report("write", 1, 1)
@@ -318,7 +345,8 @@ def project_depth(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, fram
     """(depth (height, width) float32 m, 0 = invalid; stats): the camera-frame cloud ``points_cam`` (N, 3) z-buffer
     projected with intrinsics ``K`` at the working size (``cfg.projection_width_px``), its points near depth edges
     snapped and projected again (``cfg.edge_snap_*``; needs ``frame_index`` (N,) into ``sensor_positions_cam``
-    (F, 3)), then read at (width, height) (planes.upsample_depth); edge bands zeroed if ``cfg.mask_edge_band``."""
+    (F, 3)), the near surface's points dropped from the edge pixels it covers less than ``cfg.edge_coverage_ratio``
+    of and projected a third time, then read at (width, height) (planes.upsample_depth); edge bands zeroed if ``cfg.mask_edge_band``."""
     report = progress or (lambda *a: None)
     factor = working_factor(width, height, cfg.projection_width_px)
     Ww, Hw = width // factor, height // factor
@@ -331,20 +359,31 @@ def project_depth(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, fram
     pc = np.asarray(points_cam, dtype=np.float32)
     depth = zbuffer(pc, K_w, Ww, Hw, radius_w, point_weights=_view_weights(pc, sensor_positions_cam, frame_index, cfg),
                     **cfg.zbuffer_kwargs())
-    snapped = dropped = 0
+    snapped = dropped = partial = 0
     if cfg.edge_snap_radius_px > 0 and frame_index is not None:
         report(1, 2)
         snapped_pc, keep = snap_edge_points(pc, sensor_positions_cam, frame_index, depth, K_w,
                                             zone_px=cfg.edge_snap_zone_px, radius_px=cfg.edge_snap_radius_px,
-                                            max_move_m=cfg.edge_snap_max_m, jump_rel=cfg.edge_band_jump_rel)
+                                            max_move_m=cfg.edge_snap_max_m, jump_rel=cfg.edge_band_jump_rel,
+                                            land_px=cfg.edge_snap_land_px)
         snapped = int(np.count_nonzero(np.any(snapped_pc != pc, axis=1)))
         dropped = int(len(pc) - np.count_nonzero(keep))
         pc, kept_frames = snapped_pc[keep], frame_index[keep]
         del snapped_pc, keep
-        second = zbuffer(pc, K_w, Ww, Hw, radius_w, point_weights=_view_weights(pc, sensor_positions_cam, kept_frames, cfg),
-                         **cfg.zbuffer_kwargs())
+        weights = _view_weights(pc, sensor_positions_cam, kept_frames, cfg)
+        second = zbuffer(pc, K_w, Ww, Hw, radius_w, point_weights=weights, **cfg.zbuffer_kwargs())
         depth = np.where(second > 0, second, depth)  # a pixel whose points were all dropped keeps its first value
-        del second
+        if cfg.edge_coverage_ratio > 0:
+            drop = partial_edge_points(pc, weights, depth, K_w, ratio=cfg.edge_coverage_ratio,
+                                       jump_rel=cfg.edge_band_jump_rel)
+            partial = int(np.count_nonzero(drop))
+            if partial:
+                keep = ~drop
+                third = zbuffer(pc[keep], K_w, Ww, Hw, radius_w, point_weights=None if weights is None else weights[keep],
+                                **cfg.zbuffer_kwargs())
+                depth = np.where(third > 0, third, depth)
+                del third, keep
+        del second, weights
     del pc
     depth = upsample_depth(depth, K_w, factor, K)
     band = depth_edge_band(depth, cfg.edge_band_jump_rel)
@@ -354,7 +393,64 @@ def project_depth(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, fram
     return depth, {"projection_size": [Ww, Hw], "projection_splat_radius_px": radius_w,
                    "edge_band_fraction": float(band.mean()),
                    "edge_snap": {"radius_px": cfg.edge_snap_radius_px, "zone_px": cfg.edge_snap_zone_px,
-                                 "max_m": cfg.edge_snap_max_m, "snapped": snapped, "dropped": dropped}}
+                                 "max_m": cfg.edge_snap_max_m, "snapped": snapped, "dropped": dropped},
+                   "edge_coverage": {"ratio": cfg.edge_coverage_ratio, "dropped": partial}}
+
+
+def in_view(T_camera_world: np.ndarray, K: np.ndarray, width: int, height: int,
+            margin_frac: float = 0.1) -> Callable[[np.ndarray], np.ndarray]:
+    """A function world points (N, 3) -> (N,) bool: in front of the camera (``T_camera_world``, intrinsics ``K``)
+    and inside its ``width`` x ``height`` px image widened by ``margin_frac`` of its size on each side."""
+    mu, mv = margin_frac * width, margin_frac * height
+    Kw = np.array(K, dtype=np.float64)
+    Kw[0, 2] += mu
+    Kw[1, 2] += mv
+    Ww, Hw = int(np.ceil(width + 2 * mu)), int(np.ceil(height + 2 * mv))
+    R = T_camera_world[:3, :3].astype(np.float32)
+    t = T_camera_world[:3, 3].astype(np.float32)
+
+    def select(world_points: np.ndarray) -> np.ndarray:
+        inside = np.zeros(len(world_points), bool)
+        inside[project_points(np.asarray(world_points, dtype=np.float32) @ R.T + t, Kw, Ww, Hw, index=True)[-1]] = True
+        return inside
+
+    return select
+
+
+def view_cloud(frames: list, cloud: WorldCloud, select: Callable[[np.ndarray], np.ndarray],
+               cfg: AggregateConfig) -> WorldCloud:
+    """The points of every frame (world frame, deskewed with ``cloud``'s poses, :func:`aggregate.accumulate`) that
+    ``select`` keeps (:func:`in_view`), density-filtered like the world cloud."""
+    t0 = time.perf_counter()
+    points, ranges, frame_index = accumulate(frames, cloud.times, cloud.poses, cfg, select=select)
+    t_acc = time.perf_counter() - t0
+    removed = 0
+    if cfg.density_filter and len(points):
+        keep = density_filter(points, ranges, cfg.alpha, cfg.k, workers=cfg.threads)
+        removed = int((~keep).sum())
+        points, ranges, frame_index = points[keep], ranges[keep], frame_index[keep]
+    return WorldCloud(points=points, ranges=ranges, poses=cloud.poses, times=cloud.times, frame_index=frame_index,
+                      stats={"points": len(points), "density_removed": removed,
+                             "seconds_accumulate": t_acc, "seconds": time.perf_counter() - t0})
+
+
+def _add_static_frame(cloud: WorldCloud, static, T_world_static: np.ndarray, min_range_m: float,
+                      select: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+    """Append the static frame's returns beyond ``min_range_m`` (moved into the world; those ``select`` keeps) to
+    ``cloud``, with frame index len(cloud.poses) (the static lidar's position follows the sweep's in the sensor
+    origins)."""
+    Ts = T_world_static.astype(np.float32)
+    near = static.ranges > min_range_m
+    points, ranges = static.points[near] @ Ts[:3, :3].T + Ts[:3, 3], static.ranges[near]
+    if select is not None:
+        inside = select(points)
+        points, ranges = points[inside], ranges[inside]
+    cloud.points = np.concatenate([cloud.points, points])
+    cloud.ranges = np.concatenate([cloud.ranges, ranges])
+    if cloud.frame_index is not None:
+        fdt = frame_index_dtype(len(cloud.poses) + 1)
+        cloud.frame_index = np.concatenate([cloud.frame_index.astype(fdt, copy=False),
+                                            np.full(len(points), len(cloud.poses), dtype=fdt)])
 
 
 def working_factor(width: int, height: int, working_width: int | None) -> int:
