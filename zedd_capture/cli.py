@@ -211,7 +211,7 @@ def build_depth(
     if "projection_size" in summary.stats:
         pw, ph = summary.stats["projection_size"]
         snap = summary.stats["edge_snap"]
-        partial = summary.stats.get("edge_coverage", {}).get("dropped", 0)
+        partial = summary.stats["edge_coverage"]["dropped"]
         t.add_row("projection", f"at {pw}x{ph} px; edge snapping moved {snap['snapped']:,} points, dropped {snap['dropped']:,}; "
                                 f"{partial:,} points of partly covered edge pixels dropped")
     t.add_row("timing", ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings_s.items()))

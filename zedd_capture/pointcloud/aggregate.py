@@ -393,6 +393,16 @@ def accumulate(frames: list[LidarFrameData], times: np.ndarray, poses: np.ndarra
     return np.concatenate(chunks), np.concatenate(rchunks), np.concatenate(fchunks)
 
 
+def density_filtered(points: np.ndarray, ranges: np.ndarray, frame_index: np.ndarray, cfg: AggregateConfig,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(points, ranges, frame_index, number removed): those that pass the density filter (``cfg.alpha``,
+    ``cfg.k``), all of them when ``cfg.density_filter`` is off."""
+    if not cfg.density_filter:
+        return points, ranges, frame_index, 0
+    keep = density_filter(points, ranges, cfg.alpha, cfg.k, workers=cfg.threads)
+    return points[keep], ranges[keep], frame_index[keep], int(len(keep) - np.count_nonzero(keep))
+
+
 def _refine_global(frames, times, poses: np.ndarray, cfg: AggregateConfig, reg: _Registrar) -> np.ndarray:
     """Poses (F, 4, 4) re-registered once (small_gicp VGICP, ``refine_voxel_m``) to a Gaussian voxel map of the
     whole sweep built from every ``refine_map_every``-th frame, each deskewed with the motion of the tracked poses
@@ -440,12 +450,8 @@ def _aggregate_fast(frames: list[LidarFrameData], cfg: AggregateConfig, progress
     every = cfg.accumulate_every or max(1, int(np.ceil(n_valid / cfg.max_points)))
     points, ranges, frame_index = accumulate(frames, times, poses, cfg, every=every)
     t_acc = time.perf_counter() - t0 - t_reg
-    removed = 0
     t_den = time.perf_counter()
-    if cfg.density_filter:
-        keep = density_filter(points, ranges, cfg.alpha, cfg.k, workers=cfg.threads)
-        removed = int((~keep).sum())
-        points, ranges, frame_index = points[keep], ranges[keep], frame_index[keep]
+    points, ranges, frame_index, removed = density_filtered(points, ranges, frame_index, cfg)
     t_den = time.perf_counter() - t_den
     return WorldCloud(
         points=points,

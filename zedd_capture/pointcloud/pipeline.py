@@ -21,8 +21,7 @@ import numpy as np
 
 from ..geometry import invert, scale_intrinsics, write_tum
 from ..layout import CalibrationLayout, SceneLayout, atomic_open, atomic_write_json
-from .aggregate import AggregateConfig, WorldCloud, accumulate, aggregate, frame_index_dtype
-from .density import density_filter
+from .aggregate import AggregateConfig, WorldCloud, accumulate, aggregate, density_filtered, frame_index_dtype
 from .cleanup import cleanup_mask, load_regions
 from .edge_snap import partial_edge_points, snap_edge_points
 from .io import read_lidar, read_static_frame
@@ -424,11 +423,7 @@ def view_cloud(frames: list, cloud: WorldCloud, select: Callable[[np.ndarray], n
     t0 = time.perf_counter()
     points, ranges, frame_index = accumulate(frames, cloud.times, cloud.poses, cfg, select=select)
     t_acc = time.perf_counter() - t0
-    removed = 0
-    if cfg.density_filter and len(points):
-        keep = density_filter(points, ranges, cfg.alpha, cfg.k, workers=cfg.threads)
-        removed = int((~keep).sum())
-        points, ranges, frame_index = points[keep], ranges[keep], frame_index[keep]
+    points, ranges, frame_index, removed = density_filtered(points, ranges, frame_index, cfg)
     return WorldCloud(points=points, ranges=ranges, poses=cloud.poses, times=cloud.times, frame_index=frame_index,
                       stats={"points": len(points), "density_removed": removed,
                              "seconds_accumulate": t_acc, "seconds": time.perf_counter() - t0})
