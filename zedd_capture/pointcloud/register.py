@@ -23,7 +23,7 @@ class RegisterConfig:
     fine_voxel_m: float = 0.01
     ransac_iterations: int = 50_000
     ransac_confidence: float = 0.999
-    min_fitness: float = 0.6  # fraction of static points with a world point within fine_max_corr_m
+    min_fitness: float = 0.6  # fraction of static points with a world 1 cm voxel mean within fine_max_corr_m
     max_rmse_m: float = 0.03
     min_coarse_fitness: float = 0.3  # at the coarse voxel level, before the fine ICP
     fine_max_corr_m: float = 0.03
@@ -79,9 +79,22 @@ def _polish(static_points: np.ndarray, world_points: np.ndarray, T: np.ndarray, 
     return T
 
 
+def _match_quality(static_points: np.ndarray, target_tree, T: np.ndarray, max_dist_m: float) -> tuple[float, float]:
+    """(fitness, RMSE m): the fraction of static points placed with ``T`` that have a world voxel mean of
+    ``target_tree`` (a small_gicp KdTree) within ``max_dist_m``, and their RMS distance to it."""
+    placed = np.asarray(static_points, np.float64) @ T[:3, :3].T + T[:3, 3]
+    _, sq_dist = target_tree.batch_nearest_neighbor_search(placed, num_threads=2)
+    sq_dist = np.asarray(sq_dist, dtype=float).reshape(-1)
+    inlier = sq_dist <= max_dist_m**2
+    if not inlier.any():
+        return 0.0, float("inf")
+    return float(inlier.mean()), float(np.sqrt(sq_dist[inlier].mean()))
+
+
 def register_static(static_points: np.ndarray, world_points: np.ndarray, config: RegisterConfig | None = None) -> RegistrationResult:
     """T_world_static aligning the tripod frame (sensor frame points, m) to the world cloud (m)."""
     import open3d as o3d
+    import small_gicp
 
     cfg = config or RegisterConfig()
     reg = o3d.pipelines.registration
@@ -126,30 +139,20 @@ def register_static(static_points: np.ndarray, world_points: np.ndarray, config:
     lo, hi = st_w.min(0) - 0.5, st_w.max(0) + 0.5
     wp = np.asarray(world_points)
     wp = wp[np.all((wp >= lo) & (wp <= hi), axis=1)]
-    try:
-        import small_gicp
-    except ImportError:
-        small_gicp = None
-    if small_gicp is not None:
-        for d in (cfg.fine_max_corr_m * 2, cfg.fine_max_corr_m):
-            g = small_gicp.align(np.asarray(wp, np.float64), np.asarray(static_points, np.float64), T, registration_type="GICP",
-                                 downsampling_resolution=cfg.fine_voxel_m, max_correspondence_distance=d, num_threads=2,
-                                 max_iterations=60, rotation_epsilon=1e-6, translation_epsilon=1e-6)
-            T = np.asarray(g.T_target_source)
-        tgt_m = _pcd(wp, cfg.fine_voxel_m / 2, normals=False)
-    else:
-        tgt_m = _pcd(wp, cfg.fine_voxel_m)
-        src_m = _pcd(static_points, cfg.fine_voxel_m, normals=False)
-        for d in (cfg.fine_max_corr_m * 2, cfg.fine_max_corr_m):
-            r = reg.registration_icp(src_m, tgt_m, d, T, reg.TransformationEstimationPointToPlane(), reg.ICPConvergenceCriteria(1e-8, 1e-8, 60))
-            T = np.asarray(r.transformation)
+    # one 1 cm voxel map (small_gicp: voxel means, covariances, k-d tree) serves the GICP and the final fitness
+    target, target_tree = small_gicp.preprocess_points(np.asarray(wp, np.float64), cfg.fine_voxel_m, num_threads=2)
+    source, _ = small_gicp.preprocess_points(np.asarray(static_points, np.float64), cfg.fine_voxel_m, num_threads=2)
+    for d in (cfg.fine_max_corr_m * 2, cfg.fine_max_corr_m):
+        g = small_gicp.align(target, source, target_tree, T, registration_type="GICP", max_correspondence_distance=d,
+                             num_threads=2, max_iterations=60, rotation_epsilon=1e-6, translation_epsilon=1e-6)
+        T = np.asarray(g.T_target_source)
     if cfg.polish:
         T = _polish(static_points, wp, T, cfg)
-    r = reg.evaluate_registration(_pcd(static_points, normals=False), tgt_m, cfg.fine_max_corr_m, T)
-    result = RegistrationResult(T, float(r.fitness), float(r.inlier_rmse), float(ransac.fitness), {"guesses": len(guesses)})
-    if r.fitness < cfg.min_fitness or r.inlier_rmse > cfg.max_rmse_m:
+    fitness, rmse = _match_quality(static_points, target_tree, T, cfg.fine_max_corr_m)
+    result = RegistrationResult(T, fitness, rmse, float(ransac.fitness), {"guesses": len(guesses)})
+    if fitness < cfg.min_fitness or rmse > cfg.max_rmse_m:
         raise RegistrationError(
-            f"register: static frame does not match the world cloud: fitness {r.fitness:.3f} (need >= {cfg.min_fitness}), "
-            f"RMSE {1000 * r.inlier_rmse:.1f} mm (need <= {1000 * cfg.max_rmse_m:.0f} mm)"
+            f"register: static frame does not match the world cloud: fitness {fitness:.3f} (need >= {cfg.min_fitness}), "
+            f"RMSE {1000 * rmse:.1f} mm (need <= {1000 * cfg.max_rmse_m:.0f} mm)"
         )
     return result
