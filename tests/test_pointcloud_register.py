@@ -23,17 +23,21 @@ def world():
     return scene, pts
 
 
-def test_register_recovers_tripod_pose(world):
+@pytest.mark.parametrize("noise_seed", range(4))
+def test_register_recovers_tripod_pose(world, noise_seed):
+    # a box room is nearly symmetric: with one RANSAC run, static frames of noise seeds 1, 7 and 9 landed 180 deg off
+    # (fitness 0.72, which passes the 0.6 check) and seed 5 failed; ransac_runs=3 (the default): 10 of 10 right
     scene, pts = world
     T_true = np.eye(4)
     T_true[:3, :3] = Rotation.from_euler("zyx", [70, 3, -2], degrees=True).as_matrix()
     T_true[:3, 3] = [0.8, -0.5, 0.2]
     static = simulate_frame(scene, lambda t: np.broadcast_to(T_true, (np.size(t), 4, 4)), 0.0, 64, 1024, noise=0.005,
-                            rng=np.random.default_rng(0))
+                            rng=np.random.default_rng(noise_seed))
     res = register_static(static.points, pts)
-    assert np.linalg.norm(res.T_world_static[:3, 3] - T_true[:3, 3]) < 0.005
-    assert rotation_angle_deg(res.T_world_static[:3, :3].T @ T_true[:3, :3]) < 0.1
-    assert res.fitness > 0.85 and res.rmse_m < 0.025  # nearest-point RMSE of a sparse 64-beam map
+    # 0.2-0.4 mm and 0.006 deg off here (5 mm range noise, a 6-frame 64-beam map)
+    assert np.linalg.norm(res.T_world_static[:3, 3] - T_true[:3, 3]) < 0.001
+    assert rotation_angle_deg(res.T_world_static[:3, :3].T @ T_true[:3, :3]) < 0.02
+    assert res.fitness > 0.85 and res.rmse_m < 0.025  # nearest-voxel-mean RMSE of a sparse 64-beam map
 
 
 def test_register_fails_clearly_on_foreign_frame(world):
