@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from zedd_capture.pointcloud.edge_snap import partial_edge_points, snap_edge_points
+from zedd_capture.pointcloud.edge_snap import near_speckle_points, partial_edge_points, snap_edge_points, speckle_pixels
 from zedd_capture.pointcloud.pipeline import BuildConfig
 from zedd_capture.pointcloud.project import depth_edge_band, zbuffer
 
@@ -146,3 +146,50 @@ def test_a_pixel_that_the_near_surface_covers_less_than_half_of_shows_the_surfac
     assert np.mean(np.abs(after[rows, 42] - expect) < 0.01 * expect) >= 0.9
     assert np.all(pts[drop, 2] < 2.0)  # only board points are dropped ...
     assert np.mean(drop) < 0.01  # ... and only at the edge
+
+
+def test_isolated_near_returns_beside_a_pole_are_dropped():
+    # a wall at 4 m measured everywhere, a pole at 0.8 m covering columns 30-39, pairs of the pole's returns
+    # scattered 12-16 px to its sides (range noise seen from the side) and a 4 x 4 px box at 1.5 m (a small object
+    # in its own right, larger than max_size_px=8)
+    rng = np.random.default_rng(6)
+    z_pole, z_box = 0.8, 1.5
+    u, v = np.meshgrid(np.arange(W), np.arange(H))
+
+    def pixel_points(cols, rows, z, n):
+        uu, vv = np.repeat(np.ravel(cols), n), np.repeat(np.ravel(rows), n)
+        uu = uu + rng.uniform(-0.5, 0.5, uu.size)
+        vv = vv + rng.uniform(-0.5, 0.5, vv.size)
+        zz = z + rng.normal(0, 0.002, uu.size)
+        return np.c_[(uu - K[0, 2]) / K[0, 0] * zz, (vv - K[1, 2]) / K[1, 1] * zz, zz]
+
+    wall = pixel_points(u, v, WALL_Z, 6)
+    pole = pixel_points(u[:, 30:40], v[:, 30:40], z_pole, 6)
+    box = pixel_points(u[20:24, 60:64], v[20:24, 60:64], z_box, 6)
+    stray_px = [(10, 18), (25, 52), (40, 16), (50, 55)]  # (row, col)
+    strays = np.vstack([pixel_points(np.array([c]), np.array([r]), z_pole, 2) for r, c in stray_px])
+    pts = np.vstack([wall, pole, box, strays]).astype(np.float32)
+    before = _project(pts)
+    for r, c in stray_px:
+        assert abs(before[r, c] - z_pole) < 0.01  # nearest wins: the strays hold their pixels
+    drop, pixels = near_speckle_points(pts, before, K)
+    after = _project(pts[~drop])
+    assert pixels == len(stray_px)
+    for r, c in stray_px:
+        assert abs(after[r, c] - WALL_Z) < 0.005 * WALL_Z
+    np.testing.assert_allclose(after[:, 30:40], before[:, 30:40])  # the pole ...
+    np.testing.assert_allclose(after[20:24, 60:64], z_box, rtol=0.005)  # ... and the box stay
+    assert drop.sum() == 2 * len(stray_px) and np.all(pts[drop, 2] < 1.0)
+
+
+def test_a_fragment_next_to_a_sparse_near_object_is_not_a_speckle():
+    # the first map of a sparsely sampled pole: a row where its points left a 1-px gap, so that a pixel of it stands
+    # alone 2 px from the rest; and a lone near pixel 10 px away
+    depth = np.full((H, W), WALL_Z, np.float32)
+    depth[:, 30:34] = 0.8
+    depth[10, 33] = WALL_Z
+    depth[10, 34] = 0.8  # 2 px from the pole at (10, 32): a fragment
+    depth[30, 44] = 0.8  # 10 px from the pole
+    speckle = speckle_pixels(depth)
+    assert np.argwhere(speckle).tolist() == [[30, 44]]
+    assert speckle_pixels(depth, keep_radius_px=0)[10, 34]  # what keep_radius_px keeps

@@ -212,8 +212,10 @@ def build_depth(
         pw, ph = summary.stats["projection_size"]
         snap = summary.stats["edge_snap"]
         partial = summary.stats["edge_coverage"]["dropped"]
+        speckles = summary.stats["speckles"]
         t.add_row("projection", f"at {pw}x{ph} px; edge snapping moved {snap['snapped']:,} points, dropped {snap['dropped']:,}; "
-                                f"{partial:,} points of partly covered edge pixels dropped")
+                                f"{partial:,} points of partly covered edge pixels dropped; "
+                                f"{speckles['dropped']:,} points of {speckles['pixels']:,} near speckle pixels dropped")
     t.add_row("timing", ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings_s.items()))
     t.add_row("ZEDD sample", str(sample.scene_dir))
     console.print(t)
