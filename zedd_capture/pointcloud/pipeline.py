@@ -270,6 +270,12 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         reg = register_static(static.points, cloud.points, rcfg)
         report("register", 1, 1)
     timings["register"] = st.dt
+    if reg.info.get("rival"):
+        rival = reg.info["rival"]
+        warnings.append(f"static registration is ambiguous: a pose {rival['offset_m']:.2f} m, {rival['angle_deg']:.0f} deg "
+                        f"from the chosen one fits almost as well (coarse fitness {rival['fitness']:.3f}); check "
+                        "overlay.jpg (a symmetric room? start the sweep at the tripod)")
+        log.warning(warnings[-1])
     T_world_static = reg.T_world_static
     T_camera_world = T_cl @ invert(T_world_static)
     # sensor position of each point: its frame's pose translation (estimated trajectory); the static

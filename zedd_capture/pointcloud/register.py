@@ -27,6 +27,12 @@ class RegisterConfig:
     # A synthetic box room (test_pointcloud_register), 10 static frames: one run landed 180 deg off in 3 (fitness
     # 0.72, which passes min_fitness) and failed in 1; three runs: 10 right. kitchen01: same pose, +1.8 s
     ransac_runs: int = 3
+    # a different pose (> rival_offset_m or > rival_angle_deg away) that fits within rival_fitness_margin of the
+    # best at the coarse level makes the registration ambiguous (a symmetric room): reported in info["rival"],
+    # and build-depth warns
+    rival_fitness_margin: float = 0.05
+    rival_offset_m: float = 0.2
+    rival_angle_deg: float = 10.0
     min_fitness: float = 0.6  # fraction of static points with a world 1 cm voxel mean within fine_max_corr_m
     max_rmse_m: float = 0.03
     min_coarse_fitness: float = 0.3  # at the coarse voxel level, before the fine ICP
@@ -83,6 +89,22 @@ def _polish(static_points: np.ndarray, world_points: np.ndarray, T: np.ndarray, 
     return T
 
 
+def _rival(refined: list, T_best: np.ndarray, best_fitness: float, cfg: RegisterConfig) -> dict | None:
+    """The best of the coarse-refined guesses ``refined`` [(T, fitness)] that is a different pose (more than
+    ``cfg.rival_offset_m`` or ``cfg.rival_angle_deg`` from ``T_best``) and fits within ``cfg.rival_fitness_margin``
+    of ``best_fitness``, as {fitness, offset_m, angle_deg}; None when the best guess has no such rival."""
+    from ..geometry import rotation_angle_deg
+
+    found = None
+    for T, fitness in refined:
+        offset = float(np.linalg.norm(T[:3, 3] - T_best[:3, 3]))
+        angle = float(rotation_angle_deg(T[:3, :3].T @ T_best[:3, :3]))
+        if (offset > cfg.rival_offset_m or angle > cfg.rival_angle_deg) and fitness >= best_fitness - cfg.rival_fitness_margin:
+            if found is None or fitness > found["fitness"]:
+                found = {"fitness": fitness, "offset_m": offset, "angle_deg": angle}
+    return found
+
+
 def _match_quality(static_points: np.ndarray, target_tree, T: np.ndarray, max_dist_m: float) -> tuple[float, float]:
     """(fitness, RMSE m): the fraction of static points placed with ``T`` that have a world voxel mean of
     ``target_tree`` (a small_gicp KdTree) within ``max_dist_m``, and their RMS distance to it."""
@@ -121,13 +143,16 @@ def register_static(static_points: np.ndarray, world_points: np.ndarray, config:
     guesses = [np.asarray(r.transformation) for r in ransacs] + [np.asarray(c, dtype=float) for c in cfg.candidates]
     # refine every guess at the coarse level, keep the best, then refine it coarse-to-fine
     best = None
+    refined = []
     for T in guesses:
         for d in (vc * 2, vc):
             r = reg.registration_icp(src_c, tgt_c, d, T, reg.TransformationEstimationPointToPlane(), reg.ICPConvergenceCriteria(1e-8, 1e-8, 40))
             T = np.asarray(r.transformation)
+        refined.append((T, float(r.fitness)))
         if best is None or r.fitness > best[1].fitness + 1e-6 or (abs(r.fitness - best[1].fitness) < 1e-6 and r.inlier_rmse < best[1].inlier_rmse):
             best = (T, r)
     T = best[0]
+    rival = _rival(refined, T, float(best[1].fitness), cfg)
     if best[1].fitness < cfg.min_coarse_fitness:
         raise RegistrationError(
             f"register: no global match of the static frame in the world cloud: coarse fitness {best[1].fitness:.3f} "
@@ -148,7 +173,7 @@ def register_static(static_points: np.ndarray, world_points: np.ndarray, config:
     if cfg.polish:
         T = _polish(static_points, wp, T, cfg)
     fitness, rmse = _match_quality(static_points, target_tree, T, cfg.fine_max_corr_m)
-    result = RegistrationResult(T, fitness, rmse, float(ransac.fitness), {"guesses": len(guesses)})
+    result = RegistrationResult(T, fitness, rmse, float(ransac.fitness), {"guesses": len(guesses), "rival": rival})
     if fitness < cfg.min_fitness or rmse > cfg.max_rmse_m:
         raise RegistrationError(
             f"register: static frame does not match the world cloud: fitness {fitness:.3f} (need >= {cfg.min_fitness}), "
