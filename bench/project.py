@@ -5,7 +5,7 @@
 Reports the paper's plain splat (nearest per pixel + disc erosion), the default front-surface
 averaged z-buffer, the earlier edge-preserving smoothing, build-depth's z-buffer settings (local plane fit,
 per-pixel noise) at the full 1824 x 1216, build-depth's whole projection (pipeline.project_depth: at the
-456 x 304 working size, edge snapping and a second pass, the partly covered edge pixels and a third pass,
+456 x 304 working size, edge snapping and a second pass, the partly covered edge pixels and near speckles and a third pass,
 read at 1824 x 1216), and checks the plain splat
 against a brute-force disc splat on a 1% subset.
 """
