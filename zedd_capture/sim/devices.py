@@ -39,6 +39,13 @@ def _nearest_log(value: float, choices) -> float:
     return float(c[np.argmin(np.abs(np.log(c) - np.log(value)))])
 
 
+def _pose_key(T) -> int:
+    """crc32 of a 4x4 pose rounded to 1e-6 (m; rotation entries): the seed of a shot's noise. Unrounded, the
+    last bits of a board placement computed from calibrated values (which vary by ~1e-11 between runs:
+    cv2.calibrateCamera is not bit-reproducible) reseeded every shot, and a calibration run's noise with it."""
+    return zlib.crc32((np.round(np.asarray(T, dtype=float), 6) + 0.0).tobytes())  # + 0.0: no -0.0
+
+
 @dataclass
 class ShotRecord:
     index: int
@@ -205,9 +212,9 @@ class TwinRig:
         w, h = size or self.render_size or (self.rig.camera.width_px, self.rig.camera.height_px)
         # identity-seeded noise: the k-th shot of the same state (position, exposure, pose, board) is the same
         # image whatever was shot before (a resumed capture re-creates identical files)
-        board_key = 0 if self._scene.board is None else zlib.crc32(np.asarray(self._scene.board[1]).tobytes())
+        board_key = 0 if self._scene.board is None else _pose_key(self._scene.board[1])
         key = (int(self.position), round(f_number * 100), round(shutter_s * 1e7), int(iso),
-               zlib.crc32(np.asarray(self.camera_pose, float).tobytes()), board_key)
+               _pose_key(self.camera_pose), board_key)
         if region is not None or size is not None:  # full-frame keys (and their noise) stay as they were
             key = key + (zlib.crc32(np.asarray([w, h, *(region or (0, 0, w, h))], np.int64).tobytes()),)
         k = self._shot_counts.get(key, 0)
