@@ -327,13 +327,10 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         T_camera_world=T_camera_world,
         T_world_static=T_world_static,
         warnings=warnings,
-        stats={"aggregate": cloud.stats, "view": None if view is None else view.stats, "cleanup_removed": removed, "ransac_fitness": reg.ransac_fitness,
-               "splat_radius_px": radius, **project_stats, "splat_mode": cfg.splat_mode, "band_m": cfg.band_m,
-               "band_rel": cfg.band_rel, "adaptive_noise": cfg.adaptive_noise,
-               "view_weight_power": cfg.view_weight_power, "view_weight_floor": cfg.view_weight_floor,
-               "plane_radius_px": cfg.plane_radius_px, "plane_sigma_px": cfg.plane_sigma_px, "plane_ici_k": cfg.plane_ici_k,
-               "spill_ratio": cfg.spill_ratio,
-               "thin_ratio": cfg.thin_ratio, "mask_edge_band": cfg.mask_edge_band},
+        # every setting of the build (not a hand-picked few), so that build_depth.json records how the map was made
+        stats={"aggregate": cloud.stats, "view": None if view is None else view.stats, "cleanup_removed": removed,
+               "register": {"ransac_fitness": reg.ransac_fitness, **reg.info}, "splat_radius_px": radius, **project_stats,
+               "config": {**asdict(cfg), "splat_radius_px": radius}},
     )
     with _stage("write") as st:
         report("write", 0, 1)
