@@ -531,8 +531,16 @@ def calibrate_intrinsics(rig: Rig, root: Path, progress: Progress = None, *, vie
             raise CalibrationError(f"{folder}: no calibration images (*.jpg, *.png)")
         board = board or BoardSpec()
         images, names = [load_image(p) for p in paths], [str(p) for p in paths]
-    dets = [detect(img, board, name) for img, name in zip(images, names)]
-    intr, cal = _calibrate_intrinsics(dets, K_init=rig.nominal_K(*dets[0].image_size), fix_aspect=fix_aspect, radial=radial)
+    # OpenCV on one thread here: with several, the result varied in its last bits (~1e-12) from run to run, and on
+    # the twin every board placement computed from it later (calibrate-focus) drew different noise
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        dets = [detect(img, board, name) for img, name in zip(images, names)]
+        intr, cal = _calibrate_intrinsics(dets, K_init=rig.nominal_K(*dets[0].image_size), fix_aspect=fix_aspect,
+                                          radial=radial)
+    finally:
+        cv2.setNumThreads(threads)
     intr.provenance = provenance("intrinsics", rig.name, "ChArUco calibrateCamera (k3 fixed)", backend=rig.backend,
                                  views=len(dets), rms_px=round(cal.rms_px, 4),
                                  canonical_hexcode=format_hexcode(rig.run(rig.capture.canonical_run).hexcode))
