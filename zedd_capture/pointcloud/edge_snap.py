@@ -105,10 +105,8 @@ def partial_edge_points(points_cam: np.ndarray, weights: np.ndarray | None, dept
     them)."""
     H, W = depth.shape
     D = np.asarray(depth, dtype=np.float32)
-    lin, z, idx = project_points(points_cam, K, W, H, index=True)
+    lin, z, idx, Dz, near = _points_on_map(points_cam, D, K, gate_rel, gate_m)
     w = np.ones(len(z), np.float32) if weights is None else np.asarray(weights, dtype=np.float32)[idx]
-    Dz = D.ravel()[lin]
-    near = (Dz > 0) & (np.abs(z - Dz) <= gate_rel * Dz + gate_m)
     support = np.bincount(lin[near], weights=w[near], minlength=H * W).reshape(H, W)
     behind = np.bincount(lin[(Dz > 0) & (z > Dz * (1 + jump_rel))], minlength=H * W).reshape(H, W)
     edge = np.zeros((H, W), bool)
@@ -163,7 +161,15 @@ def near_speckle_points(points_cam: np.ndarray, depth: np.ndarray, K: np.ndarray
     out = np.zeros(len(points_cam), bool)
     if not speckle.any():
         return out, 0
-    lin, z, idx = project_points(points_cam, K, W, H, index=True)
-    Dz = np.asarray(depth, dtype=np.float32).ravel()[lin]
-    out[idx[speckle.ravel()[lin] & (np.abs(z - Dz) <= gate_rel * Dz + gate_m)]] = True
+    lin, _, idx, _, near = _points_on_map(points_cam, np.asarray(depth, dtype=np.float32), K, gate_rel, gate_m)
+    out[idx[speckle.ravel()[lin] & near]] = True
     return out, int(speckle.sum())
+
+
+def _points_on_map(points_cam: np.ndarray, depth: np.ndarray, K: np.ndarray, gate_rel: float, gate_m: float):
+    """(lin, z, idx, map depth at lin, near): project.project_points of ``points_cam`` into ``depth`` (float32)
+    and which of them lie within ``gate_rel`` x depth + ``gate_m`` of the map's (valid) depth of their pixel."""
+    H, W = depth.shape
+    lin, z, idx = project_points(points_cam, K, W, H, index=True)
+    Dz = depth.ravel()[lin]
+    return lin, z, idx, Dz, (Dz > 0) & (np.abs(z - Dz) <= gate_rel * Dz + gate_m)
