@@ -1,5 +1,7 @@
 # make test : set up .venv (and missing Debian packages, chromium for the report test) and run the test suite
 # make demo : set up, then calibrate the simulated rig, capture, build and score a twin scene
+# make gpu-check : FOSSA on CUDA against the fixture and the CPU, then its speed (after make setup
+#   TORCH=<a CUDA build of torch>; PY=python3 where that python already has the packages)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.zedd-installed
@@ -8,7 +10,7 @@ SCENE  ?= kitchen01
 # torch 2.13.0 CPU: these machines take it from local disk; it satisfies the fossa extra's range
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup test demo clean-demo bench
+.PHONY: setup test demo clean-demo bench gpu-check
 
 setup: $(STAMP)
 
@@ -30,6 +32,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+gpu-check:
+	$(PY) -c "import sys, torch; sys.exit(None if torch.cuda.is_available() else f'gpu-check: torch {torch.__version__} sees no CUDA GPU')"
+	$(PY) -m pytest -q -rs -s -p no:cacheprovider tests/test_fossa.py
+	$(PY) bench/fossa_speed.py --repeats 3
 
 clean-demo:
 	rm -rf $(DEMO_ROOT)

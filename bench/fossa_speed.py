@@ -5,7 +5,7 @@ Times ``predict`` on a 5-slice stack at the ZEDD test resolution 1216x1824, whic
 sees at 518x784, and the bare network forward at 518x784: on the CPU with a fixed number of
 threads, and on CUDA when a GPU is present. Peak memory: process peak RSS on the CPU
 (resource.getrusage; tracemalloc misses torch's allocations), torch.cuda.max_memory_allocated
-on CUDA.
+on CUDA. On CUDA in full fp32, as ``predict`` runs (ieee_fp32).
 
 Usage: python bench/fossa_speed.py [--encoder vits] [--threads 2] [--repeats 3] [--slices 5] [--no-cuda]
 """
@@ -19,6 +19,7 @@ import torch
 
 from zedd_capture.fossa import build_fossa, network_size
 from zedd_capture.fossa.fixture_weights import fixture_state_for_model
+from zedd_capture.fossa.model import ieee_fp32
 
 HEIGHT, WIDTH = 1216, 1824
 
@@ -55,7 +56,8 @@ def bench(model: torch.nn.Module, device: torch.device, slices: int, repeats: in
         torch.cuda.reset_peak_memory_stats()
     rss0 = peak_rss_mib()
     with torch.inference_mode():
-        t_fwd = timed(lambda: model(net_in, fd_c), device, repeats)
+        with ieee_fp32():
+            t_fwd = timed(lambda: model(net_in, fd_c), device, repeats)
         t_pred = timed(lambda: model.predict(stack, fd, K), device, repeats)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib()
     return {"forward_s": t_fwd, "predict_s": t_pred, "peak_mib": peak, "before_mib": rss0}
@@ -77,12 +79,12 @@ def main() -> None:
     rows = [("cpu", f"{args.threads} threads", bench(model, torch.device("cpu"), args.slices, args.repeats))]
     if torch.cuda.is_available() and not args.no_cuda:
         cuda = bench(model, torch.device("cuda"), args.slices, args.repeats)
-        rows.append(("cuda", torch.cuda.get_device_name(0), cuda))
+        rows.append(("cuda", torch.cuda.get_device_name(0).replace("NVIDIA ", ""), cuda))
     print(f"FOSSA-{args.encoder}, {args.slices} slices, input {HEIGHT}x{WIDTH} -> network {nh}x{nw}, "
           f"median of {args.repeats} after 1 warm-up, torch {torch.__version__}")
-    print(f"{'device':<6} {'setting':<24} {'forward s':>10} {'predict s':>10} {'peak MiB':>10}")
+    print(f"{'device':<6} {'setting':<28} {'forward s':>10} {'predict s':>10} {'peak MiB':>10}")
     for dev, setting, r in rows:
-        print(f"{dev:<6} {setting:<24} {r['forward_s']:>10.3f} {r['predict_s']:>10.3f} {r['peak_mib']:>10.0f}")
+        print(f"{dev:<6} {setting:<28} {r['forward_s']:>10.3f} {r['predict_s']:>10.3f} {r['peak_mib']:>10.0f}")
     print("peak MiB: CPU = process peak RSS (model weights included, "
           f"{rows[0][2]['before_mib']:.0f} MiB before the first forward); CUDA = torch.cuda.max_memory_allocated")
 

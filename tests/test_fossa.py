@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from zedd_capture.fossa import build_fossa, load_fossa, network_size, read_state_dict, resolve_checkpoint
+from zedd_capture.fossa import build_fossa, load_fossa, network_size, read_state_dict, resolve_checkpoint, torch_device
 from zedd_capture.fossa.checkpoint import load_state_dict_strict
 from zedd_capture.fossa.fixture_weights import read_keys, write_fixture_checkpoint
 from zedd_capture.fossa.vit import interpolate_pos_embed
@@ -169,14 +169,12 @@ def test_pos_embed_interpolation_rule() -> None:
     assert not torch.allclose(out[:, 1:], by_size.permute(0, 2, 3, 1).reshape(1, -1, 8), atol=1e-4)
 
 
-def test_evaluate_with_fossa_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
-    """`evaluate` wiring: ImageNet normalisation, fds from metadata.txt, K from gt/K.txt, outputs."""
+def _write_sample(root: Path) -> None:
+    """A 42 x 56 test-split ZEDD scene 'room01': three random F/2.8 slices (runs 1, 3, 5), depth 2 m."""
     from PIL import Image
 
-    from zedd_capture.evaluation.evaluate import evaluate
     from zedd_capture.layout import MetadataRow, ZeddSample, write_metadata
 
-    root = tmp_path / "zedd"
     write_metadata(root / "metadata.txt", [MetadataRow(r, 0x100 * r, 0.5 * r) for r in (1, 3, 5)])
     sample = ZeddSample(root, "test", "room01")
     sample.focus_stack_dir.mkdir(parents=True)
@@ -186,8 +184,81 @@ def test_evaluate_with_fossa_checkpoint(checkpoint: Path, tmp_path: Path) -> Non
         Image.fromarray(rng.integers(0, 256, (42, 56, 3), dtype=np.uint8)).save(sample.image_path(r, 0x100 * r, 2.8))
     np.save(sample.depth_path, np.full((42, 56), 2.0, np.float32))
     np.savetxt(sample.K_path, [[50.0, 0, 28], [0, 50.0, 21], [0, 0, 1]])
-    res = evaluate(root, "fossa-vits", checkpoint, "test", 2.8, (1, 5), tmp_path / "out", None, progress=False)
+
+
+def test_evaluate_with_fossa_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
+    """`evaluate` wiring: ImageNet normalisation, fds from metadata.txt, K from gt/K.txt, outputs."""
+    from zedd_capture.evaluation.evaluate import evaluate
+
+    _write_sample(tmp_path / "zedd")
+    res = evaluate(tmp_path / "zedd", "fossa-vits", checkpoint, "test", 2.8, (1, 5), tmp_path / "out", None, progress=False)
     (row,) = res["rows"]
     pred = np.load(tmp_path / "out" / "room01" / "depth.npy")
     assert pred.shape == (42, 56) and np.isfinite(pred).all() and (pred > 0).all()
     assert np.isfinite(row["abs_rel"]) and res["runs"] == [1, 5]
+
+
+def test_device_is_checked_before_loading() -> None:
+    with pytest.raises(ValueError, match="'gpu' is not a torch device"):
+        torch_device("gpu")
+    with pytest.raises(ValueError, match="'meta': FOSSA runs on cpu or cuda"):
+        torch_device("meta")
+    assert torch_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        with pytest.raises(ValueError, match=f"only {n} CUDA device"):
+            torch_device(f"cuda:{n}")
+    else:  # CI: a CPU-only torch; the message says so instead of torch's AssertionError mid-load
+        with pytest.raises(ValueError, match="sees no CUDA GPU; use --device cpu"):
+            load_fossa(DATA / "no_such_model.pth", "vits", "cuda")
+
+
+def test_ieee_fp32_sets_and_restores_the_tf32_flags() -> None:
+    from zedd_capture.fossa.model import ieee_fp32
+
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    with ieee_fp32():
+        assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+    assert (conv.fp32_precision, matmul.fp32_precision) == before
+    with pytest.raises(KeyError), ieee_fp32():
+        raise KeyError("restored on errors too")
+    assert (conv.fp32_precision, matmul.fp32_precision) == before
+    with ieee_fp32(enabled=False):
+        assert (conv.fp32_precision, matmul.fp32_precision) == before
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on the build machines)")
+
+
+@needs_cuda
+def test_cuda_reproduces_fixture_and_cpu(checkpoint: Path, fixture_inputs, fixture_output, batch_run) -> None:
+    """The same weights on CUDA (CPU tensors in, moved by predict): the published fixture, the CPU
+    output and the batch-of-two result, each within TOL."""
+    gpu = load_fossa(checkpoint, "vits", "cuda")
+    assert next(gpu.parameters()).device.type == "cuda"
+    out = gpu.predict(*fixture_inputs)
+    assert out.device.type == "cuda"
+    out = out.cpu()
+    ref = torch.from_numpy(np.load(FIXTURE / "fixture_output_metric.npy"))
+    err_ref, err_cpu = (out - ref).abs().max().item(), (out - fixture_output).abs().max().item()
+    print(f"{torch.cuda.get_device_name(0)}: fixture max abs error {err_ref:.3g} m, against the CPU {err_cpu:.3g} m")
+    assert err_ref <= TOL and err_cpu <= TOL
+    stack, fd, K = fixture_inputs
+    order = [2, 0, 1]
+    stack2, fd2 = torch.flip(stack, dims=[-1]), torch.tensor([[0.6, 1.1, 3.0]])
+    K2 = torch.tensor([[[120.0, 0, 80], [0, 135.0, 60], [0, 0, 1]]])
+    both = gpu.predict(torch.cat([stack[:, order], stack2]), torch.cat([fd[:, order], fd2]), torch.cat([K, K2])).cpu()
+    assert (both - batch_run[0]).abs().max().item() <= TOL
+
+
+@needs_cuda
+def test_evaluate_on_cuda_matches_cpu(checkpoint: Path, tmp_path: Path) -> None:
+    from zedd_capture.evaluation.evaluate import evaluate
+
+    _write_sample(tmp_path / "zedd")
+    res = {dev: evaluate(tmp_path / "zedd", "fossa-vits", checkpoint, "test", 2.8, (1, 3, 5), tmp_path / dev, None,
+                         progress=False, device=dev) for dev in ("cpu", "cuda")}
+    cpu, gpu = (np.load(tmp_path / dev / "room01" / "depth.npy") for dev in ("cpu", "cuda"))
+    assert np.abs(cpu - gpu).max() <= TOL
+    assert res["cuda"]["rows"][0]["abs_rel"] == pytest.approx(res["cpu"]["rows"][0]["abs_rel"], abs=1e-4)

@@ -94,8 +94,26 @@ def load_state_dict_strict(model: FossaModel, state: dict[str, torch.Tensor], so
     model.load_state_dict(state, strict=True)
 
 
+def torch_device(device: str | torch.device) -> torch.device:
+    """``device`` ('cpu', 'cuda', 'cuda:1', ...) as a torch.device, checked before any weights load."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a torch device (expected cpu, cuda or cuda:<index>)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(f"device {device!r}: torch {torch.__version__} ({build}) sees no CUDA GPU; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r}: FOSSA runs on cpu or cuda")
+    return dev
+
+
 def load_fossa(checkpoint_path: str | Path, encoder: str = "vits", device: str | torch.device = "cpu") -> FossaModel:
     """FOSSA with the weights of ``checkpoint_path`` (a path or 'fossa-vits' / 'fossa-vitb'), in eval mode."""
+    device = torch_device(device)
     path = resolve_checkpoint(checkpoint_path)
     model = FossaModel(get_config(encoder))
     load_state_dict_strict(model, read_state_dict(path), str(path))
