@@ -196,6 +196,7 @@ def test_evaluate_with_fossa_checkpoint(checkpoint: Path, tmp_path: Path) -> Non
     pred = np.load(tmp_path / "out" / "room01" / "depth.npy")
     assert pred.shape == (42, 56) and np.isfinite(pred).all() and (pred > 0).all()
     assert np.isfinite(row["abs_rel"]) and res["runs"] == [1, 5]
+    assert res["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # 'auto'
 
 
 def test_device_is_checked_before_loading() -> None:
@@ -204,6 +205,7 @@ def test_device_is_checked_before_loading() -> None:
     with pytest.raises(ValueError, match="'meta': FOSSA runs on cpu or cuda"):
         torch_device("meta")
     assert torch_device("cpu") == torch.device("cpu")
+    assert torch_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if torch.cuda.is_available():
         n = torch.cuda.device_count()
         with pytest.raises(ValueError, match=f"only {n} CUDA device"):
@@ -262,3 +264,4 @@ def test_evaluate_on_cuda_matches_cpu(checkpoint: Path, tmp_path: Path) -> None:
     cpu, gpu = (np.load(tmp_path / dev / "room01" / "depth.npy") for dev in ("cpu", "cuda"))
     assert np.abs(cpu - gpu).max() <= TOL
     assert res["cuda"]["rows"][0]["abs_rel"] == pytest.approx(res["cpu"]["rows"][0]["abs_rel"], abs=1e-4)
+    assert (res["cpu"]["device"], res["cuda"]["device"]) == ("cpu", "cuda")

@@ -315,7 +315,7 @@ def eval_model(
     runs: str = typer.Option("1,3,5,7,9", "--runs", help="Comma-separated focus runs of the stack."),
     out: Path = typer.Option(Path("eval_results"), "--out", help="Output folder: predictions, metrics JSON."),
     submission: Optional[Path] = typer.Option(None, "--submission", help="Write the test-server zip here (test split)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="auto (a CUDA GPU when torch sees one), cpu, cuda or cuda:<n>."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
 ) -> None:
     """Run a depth-from-defocus model on ZEDD samples and score it with the published metrics."""
@@ -330,7 +330,7 @@ def eval_model(
     result = _run_stage(evaluate, data, model, checkpoint, split, aperture, run_list, out, submission,
                         True, device=device, threads=threads)
     keys = ["abs_rel", "d1_05", "d1_15", "d1", "rmse", "silog"]
-    t = Table(title=f"{model} on {data} ({split}, F{aperture:.1f}, runs {runs})")
+    t = Table(title=f"{model} on {data} ({split}, F{aperture:.1f}, runs {runs}, {result['device']})")
     t.add_column("scene")
     for k in keys:
         t.add_column(k)

@@ -23,7 +23,7 @@ MODELS = ("fossa-vits", "fossa-vitb", "dfd-classic")
 Predictor = Callable[[FocusStack], np.ndarray]
 
 
-def fossa_predictor(model_name: str, checkpoint: str | Path | None, device: str = "cpu") -> Predictor:
+def fossa_predictor(model_name: str, checkpoint: str | Path | None, device: str = "auto") -> Predictor:
     """Predictor running a FOSSA checkpoint (``checkpoint`` or the cached release of ``model_name``)."""
     import torch
 
@@ -44,7 +44,7 @@ def fossa_predictor(model_name: str, checkpoint: str | Path | None, device: str 
     return predict
 
 
-def make_predictor(model_name: str, checkpoint: str | Path | None = None, device: str = "cpu") -> Predictor:
+def make_predictor(model_name: str, checkpoint: str | Path | None = None, device: str = "auto") -> Predictor:
     """Predictor for one of MODELS ('dfd-classic' needs no weights)."""
     if model_name == "dfd-classic":
         if checkpoint is not None:
@@ -81,13 +81,14 @@ def _progress(enabled: bool):
 def evaluate(data_root_or_scene: str | Path, model_name: str = "fossa-vits", checkpoint: str | Path | None = None,
              split: str = "val", aperture: float = DEFAULT_APERTURE, runs: Sequence[int] = DEFAULT_RUNS,
              out_dir: str | Path = "eval_results", submission: str | Path | None = None, progress: bool = True,
-             *, device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
+             *, device: str = "auto", threads: int | None = None) -> dict[str, Any]:
     """Evaluate ``model_name`` on every scene of a ZEDD root (or one scene folder).
 
     split: 'val' (480x640 protocol) or 'test' (native); aperture: f-number of the stack images;
     runs: run ids of the stack (default F/2.8 runs 1,3,5,7,9); submission: zip path to write the
-    test-server file (50 scenes of 1216x1824). Scenes without gt/depth.npy are predicted but not
-    scored. Returns {'model', 'split', 'aperture', 'runs', 'rows': [{'scene', 'seconds',
+    test-server file (50 scenes of 1216x1824); device: FOSSA's torch device ('auto': a CUDA GPU when
+    torch sees one, else the CPU); threads: torch CPU threads. Scenes without gt/depth.npy are predicted but not
+    scored. Returns {'model', 'device', 'split', 'aperture', 'runs', 'rows': [{'scene', 'seconds',
     <metrics>...}], 'mean': {<metrics>} or None, 'out_dir', 'submission'}.
     """
     if threads is not None:
@@ -101,6 +102,12 @@ def evaluate(data_root_or_scene: str | Path, model_name: str = "fossa-vits", che
         raise ValueError(f"a submission zip needs the test split's {SUBMISSION_COUNT} scenes at native resolution; "
                          f"got split {split!r} with {len(samples)} scenes")
     out = Path(out_dir)
+    if model_name == "dfd-classic":
+        device = "cpu"  # numpy
+    else:
+        from ..fossa import torch_device
+
+        device = str(torch_device(device))
     predictor = make_predictor(model_name, checkpoint, device)
     rows: list[dict[str, Any]] = []
     pred_paths: dict[str, Path] = {}
@@ -132,7 +139,7 @@ def evaluate(data_root_or_scene: str | Path, model_name: str = "fossa-vits", che
             bar.stop()
     scored = [{k: v for k, v in r.items() if k not in ("scene", "seconds")} for r in rows if len(r) > 2]
     result: dict[str, Any] = {
-        "model": model_name, "checkpoint": str(checkpoint) if checkpoint else None, "split": split,
+        "model": model_name, "checkpoint": str(checkpoint) if checkpoint else None, "device": device, "split": split,
         "aperture": aperture, "runs": list(runs), "rows": rows,
         "mean": mean_metrics(scored) if scored else None, "scored_scenes": len(scored),
         "out_dir": str(out), "submission": None,

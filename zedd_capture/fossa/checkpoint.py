@@ -95,11 +95,14 @@ def load_state_dict_strict(model: FossaModel, state: dict[str, torch.Tensor], so
 
 
 def torch_device(device: str | torch.device) -> torch.device:
-    """``device`` ('cpu', 'cuda', 'cuda:1', ...) as a torch.device, checked before any weights load."""
+    """``device`` ('auto', 'cpu', 'cuda', 'cuda:1', ...) as a torch.device, checked before any weights load;
+    'auto' is the first CUDA GPU when torch sees one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r} is not a torch device (expected cpu, cuda or cuda:<index>)") from exc
+        raise ValueError(f"device {device!r} is not a torch device (expected auto, cpu, cuda or cuda:<index>)") from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
