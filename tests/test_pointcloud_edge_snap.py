@@ -193,3 +193,27 @@ def test_a_fragment_next_to_a_sparse_near_object_is_not_a_speckle():
     speckle = speckle_pixels(depth)
     assert np.argwhere(speckle).tolist() == [[30, 44]]
     assert speckle_pixels(depth, keep_radius_px=0)[10, 34]  # what keep_radius_px keeps
+
+
+def test_front_surface_points_that_no_plane_explains_stay():
+    """Points 2 cm behind the board in its last column (a rounded edge), measured by a sensor far to the side:
+    along their rays no plane of the pixels inside lands within land_px (the board's plane is met 3 m away). The
+    first map shows the board in their pixels, so they are its front surface: kept where they are. Points 0.5 m
+    behind it in the same pixels (between board and wall) are not: dropped."""
+    pts, sensors, frames, truth = _board_scene(np.random.default_rng(4), board_noise_m=0.002)
+    u_edge = int(np.max(np.nonzero(truth[H // 2] == BOARD_Z)))
+    rows = np.arange(H // 2 - 10, H // 2 + 10)
+
+    def at_pixel_centres(z):
+        return np.c_[(u_edge - K[0, 2]) / K[0, 0] * z, (rows - K[1, 2]) / K[1, 1] * z, z].astype(np.float32)
+
+    lip, floater = at_pixel_centres(np.full(len(rows), BOARD_Z + 0.02)), at_pixel_centres(np.full(len(rows), BOARD_Z + 0.5))
+    side = np.array([[-3.0, 0.0, BOARD_Z]])
+    all_pts = np.vstack([pts, lip, floater])
+    all_frames = np.r_[frames, np.full(2 * len(rows), len(sensors))]
+    first = _project(all_pts)
+    assert np.all(np.abs(first[rows, u_edge] - BOARD_Z) < 0.02)  # the first map shows the board there
+    snapped, keep = snap_edge_points(all_pts, np.vstack([sensors, side]), all_frames, first, K)
+    n = len(pts)
+    assert keep[n:n + len(rows)].all() and np.array_equal(snapped[n:n + len(rows)], lip)
+    assert not keep[n + len(rows):].any()
