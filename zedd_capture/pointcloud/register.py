@@ -33,6 +33,10 @@ class RegisterConfig:
     rival_fitness_margin: float = 0.05
     rival_offset_m: float = 0.2
     rival_angle_deg: float = 10.0
+    # the best guess is also tried turned by these angles about the static frame's vertical axis (the tripod stands
+    # level) through the centre of its points: the poses a symmetric room confuses with it, so a rival is found even
+    # when every guess lands on the same pose (right or mirrored), and the better of the two wins
+    turn_angles_deg: tuple = (90.0, 180.0, 270.0)
     min_fitness: float = 0.6  # fraction of static points with a world 1 cm voxel mean within fine_max_corr_m
     max_rmse_m: float = 0.03
     min_coarse_fitness: float = 0.3  # at the coarse voxel level, before the fine ICP
@@ -105,6 +109,18 @@ def _rival(refined: list, T_best: np.ndarray, best_fitness: float, cfg: Register
     return found
 
 
+def _turned(T: np.ndarray, centre: np.ndarray, angles_deg) -> list[np.ndarray]:
+    """``T`` (world <- static) turned by each of ``angles_deg`` about the static frame's z axis through ``centre``
+    (static frame, m)."""
+    out = []
+    for a in np.radians(np.asarray(angles_deg, dtype=float)):
+        turn = np.eye(4)
+        turn[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+        turn[:3, 3] = centre - turn[:3, :3] @ centre
+        out.append(T @ turn)
+    return out
+
+
 def _match_quality(static_points: np.ndarray, target_tree, T: np.ndarray, max_dist_m: float) -> tuple[float, float]:
     """(fitness, RMSE m): the fraction of static points placed with ``T`` that have a world voxel mean of
     ``target_tree`` (a small_gicp KdTree) within ``max_dist_m``, and their RMS distance to it."""
@@ -141,16 +157,24 @@ def register_static(static_points: np.ndarray, world_points: np.ndarray, config:
             reg.RANSACConvergenceCriteria(cfg.ransac_iterations, cfg.ransac_confidence)))
     ransac = max(ransacs, key=lambda r: r.fitness)
     guesses = [np.asarray(r.transformation) for r in ransacs] + [np.asarray(c, dtype=float) for c in cfg.candidates]
-    # refine every guess at the coarse level, keep the best, then refine it coarse-to-fine
+    # refine every guess at the coarse level, keep the best (also among its turned poses), then refine it coarse-to-fine
     best = None
     refined = []
-    for T in guesses:
-        for d in (vc * 2, vc):
-            r = reg.registration_icp(src_c, tgt_c, d, T, reg.TransformationEstimationPointToPlane(), reg.ICPConvergenceCriteria(1e-8, 1e-8, 40))
-            T = np.asarray(r.transformation)
-        refined.append((T, float(r.fitness)))
-        if best is None or r.fitness > best[1].fitness + 1e-6 or (abs(r.fitness - best[1].fitness) < 1e-6 and r.inlier_rmse < best[1].inlier_rmse):
-            best = (T, r)
+
+    def refine(guesses: list) -> None:
+        nonlocal best
+        for T in guesses:
+            for d in (vc * 2, vc):
+                r = reg.registration_icp(src_c, tgt_c, d, T, reg.TransformationEstimationPointToPlane(),
+                                         reg.ICPConvergenceCriteria(1e-8, 1e-8, 40))
+                T = np.asarray(r.transformation)
+            refined.append((T, float(r.fitness)))
+            if best is None or r.fitness > best[1].fitness + 1e-6 or (abs(r.fitness - best[1].fitness) < 1e-6 and r.inlier_rmse < best[1].inlier_rmse):
+                best = (T, r)
+
+    refine(guesses)
+    turned = _turned(best[0], np.asarray(src_c.points).mean(axis=0), cfg.turn_angles_deg)
+    refine(turned)
     T = best[0]
     rival = _rival(refined, T, float(best[1].fitness), cfg)
     if best[1].fitness < cfg.min_coarse_fitness:
@@ -173,7 +197,7 @@ def register_static(static_points: np.ndarray, world_points: np.ndarray, config:
     if cfg.polish:
         T = _polish(static_points, wp, T, cfg)
     fitness, rmse = _match_quality(static_points, target_tree, T, cfg.fine_max_corr_m)
-    result = RegistrationResult(T, fitness, rmse, float(ransac.fitness), {"guesses": len(guesses), "rival": rival})
+    result = RegistrationResult(T, fitness, rmse, float(ransac.fitness), {"guesses": len(guesses) + len(turned), "rival": rival})
     if fitness < cfg.min_fitness or rmse > cfg.max_rmse_m:
         raise RegistrationError(
             f"register: static frame does not match the world cloud: fitness {fitness:.3f} (need >= {cfg.min_fitness}), "
