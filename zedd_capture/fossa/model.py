@@ -27,16 +27,13 @@ def network_size(height: int, width: int) -> tuple[int, int]:
 
 
 @contextmanager
-def ieee_fp32(enabled: bool = True) -> Iterator[None]:
+def ieee_fp32() -> Iterator[None]:
     """Full fp32 (no TF32) for cuDNN convolutions and CUDA matmuls inside the block; restored after.
 
     torch lets cuDNN convolutions use TF32 by default: on an H100, FOSSA-vits then misses the
     published fixture by 2.7 mm (5e-6 m in fp32) and is no faster (FOSSA-vits at 518 x 784, 5
     slices: 0.031 s against 0.032 s). No effect on the CPU.
     """
-    if not enabled:
-        yield
-        return
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
     if hasattr(matmul, "fp32_precision") and hasattr(cudnn, "conv"):  # torch >= 2.9: its new API only
         flags = [(cudnn.conv, "fp32_precision", "ieee"), (matmul, "fp32_precision", "ieee")]  # (mixing raises)
