@@ -55,15 +55,22 @@ def test_reproduces_published_fixture(model, fixture_output) -> None:
 
 
 @pytest.fixture(scope="module")
-def batch_run(model, fixture_inputs):
-    """A batch of 2: the fixture with its slices permuted (fds with them), and another stack; plus
-    the second stack alone."""
+def batch_inputs(fixture_inputs):
+    """(batch of 2, second item alone), each (stack, fds, K): the fixture with its slices permuted (fds with
+    them), and another stack."""
     stack, fd, K = fixture_inputs
     order = [2, 0, 1]
     stack2, fd2 = torch.flip(stack, dims=[-1]), torch.tensor([[0.6, 1.1, 3.0]])
     K2 = torch.tensor([[[120.0, 0, 80], [0, 135.0, 60], [0, 0, 1]]])
-    both = model.predict(torch.cat([stack[:, order], stack2]), torch.cat([fd[:, order], fd2]), torch.cat([K, K2]))
-    return both, model.predict(stack2, fd2, K2)
+    both = (torch.cat([stack[:, order], stack2]), torch.cat([fd[:, order], fd2]), torch.cat([K, K2]))
+    return both, (stack2, fd2, K2)
+
+
+@pytest.fixture(scope="module")
+def batch_run(model, batch_inputs):
+    """The batch of 2, and the second stack alone."""
+    both, second = batch_inputs
+    return model.predict(*both), model.predict(*second)
 
 
 def test_slice_permutation_invariance(batch_run, fixture_output) -> None:
@@ -232,7 +239,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @needs_cuda
-def test_cuda_reproduces_fixture_and_cpu(checkpoint: Path, fixture_inputs, fixture_output, batch_run) -> None:
+def test_cuda_reproduces_fixture_and_cpu(checkpoint: Path, fixture_inputs, fixture_output, batch_inputs,
+                                         batch_run) -> None:
     """The same weights on CUDA (CPU tensors in, moved by predict): the published fixture, the CPU
     output and the batch-of-two result, each within TOL."""
     gpu = load_fossa(checkpoint, "vits", "cuda")
@@ -244,11 +252,7 @@ def test_cuda_reproduces_fixture_and_cpu(checkpoint: Path, fixture_inputs, fixtu
     err_ref, err_cpu = (out - ref).abs().max().item(), (out - fixture_output).abs().max().item()
     print(f"{torch.cuda.get_device_name(0)}: fixture max abs error {err_ref:.3g} m, against the CPU {err_cpu:.3g} m")
     assert err_ref <= TOL and err_cpu <= TOL
-    stack, fd, K = fixture_inputs
-    order = [2, 0, 1]
-    stack2, fd2 = torch.flip(stack, dims=[-1]), torch.tensor([[0.6, 1.1, 3.0]])
-    K2 = torch.tensor([[[120.0, 0, 80], [0, 135.0, 60], [0, 0, 1]]])
-    both = gpu.predict(torch.cat([stack[:, order], stack2]), torch.cat([fd[:, order], fd2]), torch.cat([K, K2])).cpu()
+    both = gpu.predict(*batch_inputs[0]).cpu()
     assert (both - batch_run[0]).abs().max().item() <= TOL
 
 
