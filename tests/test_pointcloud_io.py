@@ -50,6 +50,25 @@ def test_real_pcap_points_and_timestamps(real):
     assert -0.051 < f.dt.min() < -0.045 and 0.045 < f.dt.max() < 0.051
 
 
+def test_each_return_is_a_ray_of_its_pixel(real):
+    # the real recording: every point lies on the ray of the range-image pixel it came from, at its range
+    # (ouster-sdk's XYZLut tables, kept for the free-space test), and the pixel's column is the timestamp's
+    f = real.frames[0]
+    H, W = real.pixels_per_column, real.columns
+    assert real.ray_directions.shape == real.ray_offsets.shape == (H, W, 3)
+    np.testing.assert_allclose(np.linalg.norm(real.ray_directions, axis=-1), 1.0, atol=1e-9)
+    row, col = np.divmod(f.pixel, W)
+    expect = real.ray_directions[row, col] * f.ranges[:, None] + real.ray_offsets[row, col]
+    np.testing.assert_allclose(f.points, expect, atol=2e-5)
+    assert len(np.unique(f.pixel)) == len(f.pixel)
+    # one timestamp per column; columns are fired in order
+    dt_of_col = np.full(W, np.nan)
+    dt_of_col[col] = f.dt
+    seen = ~np.isnan(dt_of_col)
+    np.testing.assert_array_equal(dt_of_col[col], f.dt)
+    assert np.all(np.diff(dt_of_col[seen]) > 0)
+
+
 def test_osf_round_trip_equals_pcap(real, osf_file):
     rec = read_lidar(osf_file)
     assert len(rec.frames) == 3

@@ -127,6 +127,25 @@ def test_edge_snap_gains_on_the_twin_and_leaves_no_new_holes(built):
     assert with_snap["largest_hole_px"] <= without["largest_hole_px"]  # (a 24-frame sweep leaves holes of its own)
 
 
+def test_free_space_carving_gains_on_the_twin(built):
+    # the sweep's rays through the near side of depth edges: the pixels they carve read the truth more often
+    from zedd_capture.pointcloud.pipeline import BuildConfig
+
+    root, rig, truth, s, _ = built
+    plain = build_depth(rig, root, SCENE, config=BuildConfig(free_space_min_rays=0, write_cloud=False))
+    gt = np.load(truth / "depth.npy")
+    assert plain.stats["free_space"]["carved_pixels"] == 0 and "rays" not in plain.timings_s
+    assert "rays" in s.timings_s
+    changed = (s.depth != plain.depth) & (gt > 0)
+    right = lambda d: np.abs(d - gt) <= 0.005 * gt  # noqa: E731
+    fixed, broken = int(np.sum(changed & right(s.depth))), int(np.sum(changed & right(plain.depth)))
+    print(f"free space: {s.stats['free_space']['carved_pixels']} carved, {changed.sum()} changed, {fixed} fixed, "
+          f"{broken} broken")
+    assert s.stats["free_space"]["carved_pixels"] >= changed.sum() > 0
+    assert fixed > broken
+    assert np.all(s.depth[plain.depth > 0] > 0)
+
+
 def test_projection_at_the_working_size_beats_projecting_at_twice_the_size(built):
     # a depth map of 912 x 608 (2x the sim rig's): the projection runs at 456 x 304 and reads its planes at the
     # fine pixels; projecting directly at 912 x 608 leaves a quarter of the points per pixel for the fits

@@ -355,7 +355,7 @@ def _register_frames(frames, times, cfg: AggregateConfig, vel0: np.ndarray, prog
     return poses, fitness, reg, refined
 
 
-def _frame_motion(times: np.ndarray, poses: np.ndarray, cfg: AggregateConfig) -> tuple[np.ndarray, np.ndarray]:
+def frame_motion(times: np.ndarray, poses: np.ndarray, cfg: AggregateConfig) -> tuple[np.ndarray, np.ndarray]:
     """(velocities (F, 6), accelerations (F, 6)) for deskewing frames once all poses are known (zeros when off)."""
     F = len(poses)
     if not cfg.deskew:
@@ -370,9 +370,9 @@ def accumulate(frames: list[LidarFrameData], times: np.ndarray, poses: np.ndarra
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(points (N, 3) float32 world m, ranges (N,) float32 m, frame_index (N,)): the returns beyond
     ``cfg.min_range_m`` of every ``every``-th frame, deskewed with the motion of ``poses`` (T_world_lidar (F, 4, 4)
-    at ``times`` (F,) s, :func:`_frame_motion`) and moved into the world frame; ``select(world_points)`` (a bool
+    at ``times`` (F,) s, :func:`frame_motion`) and moved into the world frame; ``select(world_points)`` (a bool
     mask per frame) keeps a subset (e.g. a camera's view)."""
-    vels, accs = _frame_motion(times, poses, cfg)
+    vels, accs = frame_motion(times, poses, cfg)
     fdt = frame_index_dtype(len(frames))
     chunks, rchunks, fchunks = [], [], []
     for i in range(0, len(frames), max(1, every)):
@@ -406,11 +406,11 @@ def density_filtered(points: np.ndarray, ranges: np.ndarray, frame_index: np.nda
 def _refine_global(frames, times, poses: np.ndarray, cfg: AggregateConfig, reg: _Registrar) -> np.ndarray:
     """Poses (F, 4, 4) re-registered once (small_gicp VGICP, ``refine_voxel_m``) to a Gaussian voxel map of the
     whole sweep built from every ``refine_map_every``-th frame, each deskewed with the motion of the tracked poses
-    (:func:`_frame_motion`); re-anchored so that the first frame stays the world frame. ``reg`` (small_gicp
+    (:func:`frame_motion`); re-anchored so that the first frame stays the world frame. ``reg`` (small_gicp
     backend) prepares the sources."""
     import small_gicp as sg
 
-    vels, accs = _frame_motion(times, poses, cfg)
+    vels, accs = frame_motion(times, poses, cfg)
 
     def source(i: int):
         p, dt = _registration_points(frames[i], cfg)

@@ -126,11 +126,7 @@ def partial_edge_points(points_cam: np.ndarray, weights: np.ndarray | None, dept
     w = np.ones(len(z), np.float32) if weights is None else np.asarray(weights, dtype=np.float32)[idx]
     support = np.bincount(lin[near], weights=w[near], minlength=H * W).reshape(H, W)
     behind = np.bincount(lin[(Dz > 0) & (z > Dz * (1 + jump_rel))], minlength=H * W).reshape(H, W)
-    edge = np.zeros((H, W), bool)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                edge |= (D > 0) & (_shift_fill(D, dy, dx, 0.0) > D * (1 + jump_rel))
+    edge = near_edge_pixels(D, jump_rel)
     total = np.zeros((H, W), np.float32)
     count = np.zeros((H, W), np.float32)
     for dy, dx in _window_offsets(radius_px):
@@ -142,6 +138,28 @@ def partial_edge_points(points_cam: np.ndarray, weights: np.ndarray | None, dept
     out = np.zeros(len(points_cam), bool)
     out[idx[near & partial.ravel()[lin]]] = True
     return out
+
+
+def near_edge_pixels(depth: np.ndarray, jump_rel: float = 0.05) -> np.ndarray:
+    """(H, W) bool: the valid pixels of ``depth`` (m, 0 = invalid) with an 8-neighbour farther by more than
+    ``jump_rel``: the near side of depth edges."""
+    edge = np.zeros(np.shape(depth), bool)
+    for _, _, far in farther_neighbours(depth, jump_rel):
+        edge |= far
+    return edge
+
+
+def farther_neighbours(depth: np.ndarray, jump_rel: float = 0.05):
+    """Yields (dy, dx, mask (H, W) bool) for each of the 8 neighbour offsets: the valid pixels of ``depth`` whose
+    neighbour at (y + dy, x + dx) is farther by more than ``jump_rel`` (outside the map: never)."""
+    D = np.asarray(depth, dtype=np.float32)
+    H, W = D.shape
+    pad = np.pad(D, 1)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                q = pad[1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
+                yield dy, dx, (D > 0) & (q > D * (1 + jump_rel))
 
 
 def speckle_pixels(depth: np.ndarray, max_size_px: int = 8, diff_rel: float = 0.02, near_rel: float = 0.05,

@@ -29,7 +29,8 @@ class LidarFrameData:
     points: (N, 3) float32 metres, sensor frame. dt: (N,) float32 seconds of each point's column
     timestamp relative to ``t_ref``. ranges: (N,) float32 metres (RANGE channel). t_ref: frame
     reference time (s, sensor clock), the midpoint of its column timestamps; poses of this frame
-    refer to ``t_ref``.
+    refer to ``t_ref``. pixel: (N,) int32 index ``row * W + col`` of each point in the (staggered) range
+    image, or None (for :mod:`free_space`).
     """
 
     points: np.ndarray
@@ -38,6 +39,7 @@ class LidarFrameData:
     t_ref: float
     frame_id: int
     complete: bool = True
+    pixel: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.points)
@@ -53,6 +55,10 @@ class LidarRecording:
     pixels_per_column: int
     incomplete_dropped: int = 0
     info: dict = field(default_factory=dict)
+    #: (H, W, 3) unit ray direction and (H, W, 3) offset (m) of every pixel in the sensor frame (ouster-sdk
+    #: XYZLut: xyz = direction * range + offset); None when unknown
+    ray_directions: np.ndarray | None = None
+    ray_offsets: np.ndarray | None = None
 
     @property
     def n_points(self) -> int:
@@ -214,7 +220,8 @@ def read_lidar(
             xyz = xyzlut(fr)
             ts = np.asarray(fr.timestamp, dtype=np.float64) * 1e-9
             t_ref = 0.5 * (ts.min() + ts.max())
-            cols = np.broadcast_to(np.arange(W), (H, W))[valid]
+            pixel = np.flatnonzero(valid.ravel()).astype(np.int32)
+            cols = pixel % W
             frames.append(
                 LidarFrameData(
                     points=xyz[valid].astype(np.float32),
@@ -222,6 +229,7 @@ def read_lidar(
                     ranges=rng[valid].astype(np.float32) * np.float32(1e-3),
                     t_ref=float(t_ref),
                     frame_id=int(fr.frame_id),
+                    pixel=pixel,
                 )
             )
             if max_frames is not None and len(frames) >= max_frames:
@@ -259,6 +267,8 @@ def read_lidar(
         raise LidarReadError(f"{path}: every frame is empty (no valid returns)")
     if dropped:
         log.warning("%s: dropped %d incomplete frames of %d", path, dropped, total)
+    ray_directions = np.asarray(xyzlut.direction, dtype=np.float64).reshape(H, W, 3)  # per range unit (mm)
+    ray_directions = ray_directions / np.linalg.norm(ray_directions, axis=-1, keepdims=True)
     return LidarRecording(
         path=path,
         frames=[f for f in frames if len(f)],
@@ -268,6 +278,8 @@ def read_lidar(
         pixels_per_column=H,
         incomplete_dropped=dropped,
         info={"init_id": int(info.init_id), "frames_total": total},
+        ray_directions=ray_directions,
+        ray_offsets=np.asarray(xyzlut.offset, dtype=np.float64).reshape(H, W, 3),
     )
 
 
