@@ -215,7 +215,8 @@ def build_depth(
         speckles = summary.stats["speckles"]
         t.add_row("projection", f"at {pw}x{ph} px; edge snapping moved {snap['snapped']:,} points, dropped {snap['dropped']:,}; "
                                 f"{partial:,} points of partly covered edge pixels dropped; "
-                                f"{speckles['dropped']:,} points of {speckles['pixels']:,} near speckle pixels dropped")
+                                f"{speckles['dropped']:,} points of {speckles['pixels']:,} near speckle pixels dropped; "
+                                f"{summary.stats['free_space']['carved_pixels']:,} edge pixels the sweep saw through")
     t.add_row("timing", ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings_s.items()))
     t.add_row("ZEDD sample", str(sample.scene_dir))
     console.print(t)
