@@ -130,3 +130,12 @@ def test_frames_without_pixels_are_refused():
     with pytest.raises(ValueError, match="pixel index"):
         sweep_rays([frame], np.zeros(1), np.eye(4)[None], np.zeros((1, 6)), np.zeros((1, 6)),
                    model.directions, model.offsets)
+
+
+def test_projection_with_rays_needs_the_camera_pose(rays):
+    from zedd_capture.pointcloud.pipeline import BuildConfig, project_depth
+
+    pts = np.array([[0.0, 0.0, 2.0]], np.float32)
+    with pytest.raises(ValueError, match="T_world_camera"):
+        project_depth(pts, np.zeros((1, 3), np.float32), np.zeros(1, np.int32), K, 200, 100, 2, BuildConfig(),
+                      rays=rays)
