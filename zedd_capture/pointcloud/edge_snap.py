@@ -144,22 +144,21 @@ def near_edge_pixels(depth: np.ndarray, jump_rel: float = 0.05) -> np.ndarray:
     """(H, W) bool: the valid pixels of ``depth`` (m, 0 = invalid) with an 8-neighbour farther by more than
     ``jump_rel``: the near side of depth edges."""
     edge = np.zeros(np.shape(depth), bool)
-    for _, _, far in farther_neighbours(depth, jump_rel):
+    for _, _, _, far in farther_neighbours(depth, jump_rel):
         edge |= far
     return edge
 
 
 def farther_neighbours(depth: np.ndarray, jump_rel: float = 0.05):
-    """Yields (dy, dx, mask (H, W) bool) for each of the 8 neighbour offsets: the valid pixels of ``depth`` whose
-    neighbour at (y + dy, x + dx) is farther by more than ``jump_rel`` (outside the map: never)."""
+    """Yields (dy, dx, neighbour depth (H, W), mask (H, W) bool) for each of the 8 neighbour offsets: the
+    depth at (y + dy, x + dx) (0 outside the map) and the valid pixels of ``depth`` it is farther than by more
+    than ``jump_rel``."""
     D = np.asarray(depth, dtype=np.float32)
-    H, W = D.shape
-    pad = np.pad(D, 1)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             if dy or dx:
-                q = pad[1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
-                yield dy, dx, (D > 0) & (q > D * (1 + jump_rel))
+                q = _shift_fill(D, dy, dx, 0.0)
+                yield dy, dx, q, (D > 0) & (q > D * (1 + jump_rel))
 
 
 def speckle_pixels(depth: np.ndarray, max_size_px: int = 8, diff_rel: float = 0.02, near_rel: float = 0.05,

@@ -53,7 +53,8 @@ class SweepRays:
         az = np.unwrap(np.arctan2(d[..., 1], d[..., 0]), axis=1)  # (H, W)
         self.azimuth0 = az[:, 0]
         self.azimuth_step = (az[:, -1] - az[:, 0]) / (d.shape[1] - 1)  # rad per column (about -2 pi / W)
-        self._rows_by_altitude = np.argsort(self.altitude)
+        self.rows_by_altitude = np.argsort(self.altitude)
+        self.altitude_sorted = self.altitude[self.rows_by_altitude]
 
 
 def sweep_rays(frames: list, times: np.ndarray, poses: np.ndarray, velocities: np.ndarray,
@@ -107,7 +108,7 @@ def free_space_violations(depth: np.ndarray, K: np.ndarray, T_world_camera: np.n
     Rwc, centre = np.asarray(T_world_camera, np.float64)[:3, :3], np.asarray(T_world_camera, np.float64)[:3, 3]
     ray_w = ray_cam @ Rwc.T
     far_dir = np.zeros((H, W, 2))  # toward the far side: the mean image direction of the farther 8-neighbours
-    for dy, dx, far in farther_neighbours(depth, jump_rel):
+    for dy, dx, _, far in farther_neighbours(depth, jump_rel):
         far_dir[far] += np.array([dx, dy]) / np.hypot(dx, dy)
     far_dir = far_dir[py, px]
     far_dir /= np.maximum(np.linalg.norm(far_dir, axis=1, keepdims=True), 1e-9)
@@ -115,8 +116,7 @@ def free_space_violations(depth: np.ndarray, K: np.ndarray, T_world_camera: np.n
     eps_per_m = eps_px / K[0, 0]
     counts = np.zeros(len(py), np.int32)
     Wl = rays.directions.shape[1]
-    order = rays._rows_by_altitude
-    alt_sorted = rays.altitude[order]
+    order, alt_sorted = rays.rows_by_altitude, rays.altitude_sorted
     for f in range(len(rays.ranges)):
         cp = rays.column_poses[f].astype(np.float64)  # (W, 3, 4)
         el, az, k = _beam_toward(rays, cp, mid)
@@ -151,11 +151,10 @@ def free_space_violations(depth: np.ndarray, K: np.ndarray, T_world_camera: np.n
 def _beam_toward(rays: SweepRays, column_poses: np.ndarray, points: np.ndarray, iterations: int = 3):
     """(elevation, azimuth (rad), k) of world ``points`` (N, 3) seen by one frame (``column_poses`` (W, 3, 4)
     float64) from a point of the ray of the beam that points at them; the beams just below and above are rows
-    ``rays._rows_by_altitude[k - 1]`` and ``[k]``. The column and beam are refined ``iterations`` times, with the
+    ``rays.rows_by_altitude[k - 1]`` and ``[k]``. The column and beam are refined ``iterations`` times, with the
     pose of that column (its firing time) and a point of that beam's ray (the beam origins lie on a circle)."""
     H, W = rays.directions.shape[:2]
-    order = rays._rows_by_altitude
-    alt_sorted = rays.altitude[order]
+    order, alt_sorted = rays.rows_by_altitude, rays.altitude_sorted
     col = np.full(len(points), W // 2)
     row = np.full(len(points), H // 2)
     for _ in range(iterations):
@@ -187,11 +186,9 @@ def far_side_depth(depth: np.ndarray, jump_rel: float = 0.05) -> np.ndarray:
     """(H, W) float32: per pixel of ``depth`` (m, 0 = invalid) the mean depth of its 8-neighbours farther than it
     by more than ``jump_rel`` (the surface behind a near-side edge pixel), 0 where none is."""
     D = np.asarray(depth, dtype=np.float32)
-    pad = np.pad(D, 1)
-    H, W = D.shape
-    total = np.zeros((H, W), np.float64)
-    count = np.zeros((H, W), np.int32)
-    for dy, dx, far in farther_neighbours(D, jump_rel):
-        total += np.where(far, pad[1 + dy:1 + dy + H, 1 + dx:1 + dx + W], 0)
+    total = np.zeros(D.shape, np.float64)
+    count = np.zeros(D.shape, np.int32)
+    for _, _, q, far in farther_neighbours(D, jump_rel):
+        total += np.where(far, q, 0)
         count += far
     return np.where(count > 0, total / np.maximum(count, 1), 0).astype(np.float32)
