@@ -40,8 +40,8 @@ def _board_scene(rng, board_noise_m=0.02):
     return pts, sensors, frames, truth
 
 
-def _project(pts):
-    return zbuffer(pts, K, W, H, 2, **BuildConfig().zbuffer_kwargs())
+def _project(pts, **overrides):
+    return zbuffer(pts, K, W, H, 2, **{**BuildConfig().zbuffer_kwargs(), **overrides})
 
 
 def _u(points):
@@ -66,8 +66,14 @@ def test_spilled_board_points_go_back_onto_the_board():
     assert past_before > 0.005
     assert past_after < 0.2 * past_before
     assert np.mean(keep[board]) > 0.85  # 2 cm noise, 3 cm gate: the tails beyond 1.5 sigma go
-    assert _within(second, truth) > _within(first, truth) + 0.005
+    assert _within(second, truth) >= _within(first, truth) - 0.002
     assert np.all(second > 0)
+    # the projection's curvature correction (project.fit_planes_multiscale) already gets the board's pixels 1 px
+    # from its edge right in the first map (97.0 -> 98.2 % within 0.5 %); without it, snapping is what does
+    flat = dict(plane_curvature=False)
+    first_flat = _project(pts, **flat)
+    snapped_flat, keep_flat = snap_edge_points(pts, sensors, frames, first_flat, K, land_px=1.0)
+    assert _within(_project(snapped_flat[keep_flat], **flat), truth) > _within(first_flat, truth) + 0.005
     # landing within 2.5 px (the default, for the planes of far surfaces hidden behind a near one's first-map
     # fringe) may extend the board's plane up to 2.5 px past its edge; dropping the board's points from the edge
     # pixels it covers less than half of puts the edge back
@@ -99,7 +105,7 @@ def test_mixed_returns_beside_a_silhouette_are_dropped_and_far_points_untouched(
 
     assert neither_surface(first) > 20
     assert neither_surface(second) == 0
-    assert _within(second, truth) > _within(first, truth) + 0.01
+    assert _within(second, truth) > _within(first, truth) + 0.005  # 97.2 -> 98.1 % (96.0 -> 98.0 % without curvature)
     # points far from any depth edge of the first map are returned as they were
     near_edge = cv2.dilate(depth_edge_band(first).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0  # zone 3 px + 1
     u, v = np.rint(_u(allp)).astype(int), np.rint(allp[:, 1] / allp[:, 2] * K[1, 1] + K[1, 2]).astype(int)
