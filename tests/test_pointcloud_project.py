@@ -366,6 +366,26 @@ def test_thin_layer_of_mixed_returns_in_front_of_a_surface_is_dropped():
     np.testing.assert_array_equal(thin[inner][bar_px] < 3, plain[inner][bar_px] < 3)
 
 
+def test_thin_layer_test_keeps_the_edge_of_a_surface_before_a_step():
+    # a panel at 4.65 m (x < the edge, 0.1 px right of column 40's centre: column 40 is 60 % panel) before a wall at
+    # 5 m that the sweep saw behind it too, 1.7x as densely as the panel: in column 40 the wall holds 2.8x the
+    # panel's points, as many as a thin layer of mixed returns has behind it; but it continues the panel and the
+    # wall lies 7.5 % behind (a step), so it is the panel's edge
+    rng = np.random.default_rng(23)
+    edge_xn = (40 - K[0, 2] + 0.1) / K[0, 0]
+    panel = _ray_cloud(lambda x, y: np.where(x < edge_xn, 4.65, np.nan), 20 * W * H, 0.01, rng)
+    wall = _ray_cloud(lambda x, y: np.full_like(x, 5.0), 34 * W * H, 0.01, rng)
+    depth = zbuffer(np.vstack([panel, wall]), K, W, H, 2, thin_ratio=2, plane_radius_px=2, noise_m=0.01,
+                    band_rel=0.01, adaptive_noise=True)
+    rows = slice(3, H - 3)
+
+    def share(col, z):
+        return np.mean(np.abs(depth[rows, col] - z) / z < 0.005)
+
+    assert share(40, 4.65) > 0.8  # the panel's outermost column: 89 % (20 % without the step rule)
+    assert share(41, 5.0) > 0.9 and share(30, 4.65) > 0.95 and share(50, 5.0) > 0.95
+
+
 def test_depth_edge_band_marks_both_sides_of_a_jump_only():
     from zedd_capture.pointcloud.project import depth_edge_band
 
@@ -486,7 +506,8 @@ def test_curvature_correction_removes_most_of_the_plane_fits_bias_on_a_pole():
         # the Hessian from the fitted slopes: the pole's curvature across, none along it
         assert np.median(hxx[inner] / true_hxx[inner]) == pytest.approx(1.0, abs=0.2)
         assert np.median(np.abs(hyy[inner])) < 0.15 * np.median(np.abs(hxx[inner]))  # noise: 7 % at radius 2
-        corrected = 1.0 / (planes[0] - (0.5 * hxx.ravel() * m_uu + hxy.ravel() * m_uv + 0.5 * hyy.ravel() * m_vv))
+        with np.errstate(divide="ignore"):  # 0 off the pole
+            corrected = 1.0 / (planes[0] - (0.5 * hxx.ravel() * m_uu + hxy.ravel() * m_uv + 0.5 * hyy.ravel() * m_vv))
         bias = np.median((depth.reshape(H, W) - truth)[inner] / truth[inner])
         bias_corrected = np.median((corrected.reshape(H, W) - truth)[inner] / truth[inner])
         assert bias > 0.001  # behind the surface: +0.15, +0.36, +1.1 %

@@ -234,7 +234,8 @@ def zbuffer(
         total = np.bincount(lin, minlength=n_px)
         need = np.maximum(min_support, np.ceil(support_frac * total))
         alive = np.ones(len(z), dtype=bool)
-        sel, cnt = _front_clusters(lin, z, alive, need, near, band_m, band_rel, outlier_rounds, thin_ratio, thin_depth_rel)
+        sel, cnt = _front_clusters(lin, z, alive, need, near, band_m, band_rel, outlier_rounds, thin_ratio,
+                                   thin_depth_rel, width)
         for _ in range(spill_rounds if spill_ratio > 0 else 0):
             # a front cluster whose point density is well below that of the same surface nearby is
             # the spill of a nearer surface's laterally scattered points over its silhouette
@@ -248,7 +249,8 @@ def zbuffer(
             if not spill.any():
                 break
             alive &= ~(sel & spill[lin])
-            sel, cnt = _front_clusters(lin, z, alive, need, near, band_m, band_rel, outlier_rounds, thin_ratio, thin_depth_rel)
+            sel, cnt = _front_clusters(lin, z, alive, need, near, band_m, band_rel, outlier_rounds, thin_ratio,
+                                       thin_depth_rel, width)
         if wts is None:
             s = np.bincount(lin[sel], weights=z[sel], minlength=n_px)
             m1 = np.where(cnt > 0, s / np.maximum(cnt, 1), np.inf)
@@ -331,11 +333,22 @@ def depth_edge_band(depth: np.ndarray, jump_rel: float = 0.05) -> np.ndarray:
     return band
 
 
-def _front_clusters(lin, z, alive, need, near, band_m, band_rel, rounds, thin_ratio=0.0, thin_depth_rel=0.1):
+def _front_clusters(lin, z, alive, need, near, band_m, band_rel, rounds, thin_ratio=0.0, thin_depth_rel=0.1,
+                    width: int | None = None, edge_continue_rel: float = 0.01, edge_step_rel: float = 0.06):
     """(sel, cnt): the points of each pixel's front cluster (within the band behind its nearest alive point)
     and their number per pixel. A front cluster with fewer than ``need`` points, or (thin_ratio > 0) with
     ``thin_ratio`` x as many points within ``thin_depth_rel`` x its depth behind it, is an outlier (mixed
-    pixels, stray points): it is dropped (``alive`` updated in place) and the next one behind tried."""
+    pixels, stray points): it is dropped (``alive`` updated in place) and the next one behind tried.
+
+    Except (``width`` given: the image width of the flat pixel index) a thin cluster that is the edge of a surface:
+    one of its 8 neighbours holds a cluster that passes both tests within ``edge_continue_rel`` of its depth, and the
+    points behind it lie on average more than ``edge_step_rel`` x its depth behind (a depth step; mixed returns lie
+    close in front of the surface they came from). The outermost pixel column of a panel at grazing incidence 7 %
+    in front of a wall that the sweep saw behind it held 2.6x as many wall points as panel points and read the wall
+    (kitchen01: 56 of 160 pixels right, 115 with the exception). Twin, within 0.5 % / AbsRel: kitchen01 97.99 ->
+    98.08 % / 1.19 -> 1.19 %, kitchen02 97.37 -> 97.51 / 1.63 -> 1.62, office03 97.34 -> 97.32 / 2.50 -> 2.51,
+    hallway02 96.84 -> 96.85 / 1.34 -> 1.34; exempting every thin cluster next to a solid one of its depth,
+    whatever lies behind: kitchen01 97.91 % (the far corridor's grazing walls lose their mixed layers' test)."""
     n_px = len(near)
     for _ in range(max(1, rounds)):
         near[:] = np.inf
@@ -346,11 +359,31 @@ def _front_clusters(lin, z, alive, need, near, band_m, band_rel, rounds, thin_ra
         weak = (cnt < need) & (cnt > 0)
         if thin_ratio > 0:  # a thin layer in front of a surface with many more points just behind it
             behind = alive & ~sel & (z <= near[lin] * np.float32(1.0 + thin_depth_rel))
-            weak |= (cnt > 0) & (np.bincount(lin[behind], minlength=n_px) >= thin_ratio * cnt)
+            n_behind = np.bincount(lin[behind], minlength=n_px)
+            thin = (cnt > 0) & (n_behind >= thin_ratio * cnt)
+            if width is not None and thin.any():
+                thin &= ~_surface_edge(near, (cnt > 0) & ~weak & ~thin, width, edge_continue_rel, edge_step_rel,
+                                       np.bincount(lin[behind], weights=z[behind], minlength=n_px), n_behind)
+            weak |= thin
         if not weak.any():
             break
         alive &= ~(sel & weak[lin])
     return sel, cnt
+
+
+def _surface_edge(near, solid, width, continue_rel, step_rel, behind_sum, behind_count) -> np.ndarray:
+    """(n_px,) bool: pixels with a solid 8-neighbour (``solid``) within ``continue_rel`` x their nearest depth
+    ``near`` of it, whose points behind (sum and count of their depths) lie on average more than ``step_rel`` x
+    that depth behind it: see :func:`_front_clusters`."""
+    height = len(near) // width
+    d, ok = near.reshape(height, width), solid.reshape(height, width)
+    continues = np.zeros((height, width), bool)
+    with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf: pixels without points
+        for dy, dx in _window_offsets(1):
+            if dy or dx:
+                continues |= _shift_fill(ok, dy, dx, False) & (np.abs(_shift_fill(d, dy, dx, np.inf) - d) <= continue_rel * d)
+        step = behind_sum / np.maximum(behind_count, 1) / np.where(np.isfinite(near), near, 1.0) - 1.0
+    return continues.ravel() & (behind_count > 0) & (step > step_rel)
 
 
 def spill_mask(front: np.ndarray, support: np.ndarray, radius: int, window: int, ratio: float,
