@@ -234,8 +234,8 @@ def zbuffer(
         total = np.bincount(lin, minlength=n_px)
         need = np.maximum(min_support, np.ceil(support_frac * total))
         alive = np.ones(len(z), dtype=bool)
-        sel, cnt = _front_clusters(lin, z, alive, need, near, band_m, band_rel, outlier_rounds, thin_ratio,
-                                   thin_depth_rel, width)
+        sel, cnt = _front_clusters(lin, z, alive, need, near, width, band_m, band_rel, outlier_rounds, thin_ratio,
+                                   thin_depth_rel)
         for _ in range(spill_rounds if spill_ratio > 0 else 0):
             # a front cluster whose point density is well below that of the same surface nearby is
             # the spill of a nearer surface's laterally scattered points over its silhouette
@@ -249,8 +249,8 @@ def zbuffer(
             if not spill.any():
                 break
             alive &= ~(sel & spill[lin])
-            sel, cnt = _front_clusters(lin, z, alive, need, near, band_m, band_rel, outlier_rounds, thin_ratio,
-                                       thin_depth_rel, width)
+            sel, cnt = _front_clusters(lin, z, alive, need, near, width, band_m, band_rel, outlier_rounds,
+                                       thin_ratio, thin_depth_rel)
         if wts is None:
             s = np.bincount(lin[sel], weights=z[sel], minlength=n_px)
             m1 = np.where(cnt > 0, s / np.maximum(cnt, 1), np.inf)
@@ -333,14 +333,15 @@ def depth_edge_band(depth: np.ndarray, jump_rel: float = 0.05) -> np.ndarray:
     return band
 
 
-def _front_clusters(lin, z, alive, need, near, band_m, band_rel, rounds, thin_ratio=0.0, thin_depth_rel=0.1,
-                    width: int | None = None, edge_continue_rel: float = 0.01, edge_step_rel: float = 0.06):
+def _front_clusters(lin, z, alive, need, near, width, band_m, band_rel, rounds, thin_ratio=0.0, thin_depth_rel=0.1,
+                    edge_continue_rel: float = 0.01, edge_step_rel: float = 0.06):
     """(sel, cnt): the points of each pixel's front cluster (within the band behind its nearest alive point)
-    and their number per pixel. A front cluster with fewer than ``need`` points, or (thin_ratio > 0) with
+    and their number per pixel (flat index of an image ``width`` px wide). A front cluster with fewer than
+    ``need`` points, or (thin_ratio > 0) with
     ``thin_ratio`` x as many points within ``thin_depth_rel`` x its depth behind it, is an outlier (mixed
     pixels, stray points): it is dropped (``alive`` updated in place) and the next one behind tried.
 
-    Except (``width`` given: the image width of the flat pixel index) a thin cluster that is the edge of a surface:
+    Except a thin cluster that is the edge of a surface:
     one of its 8 neighbours holds a cluster that passes both tests within ``edge_continue_rel`` of its depth, and the
     points behind it lie on average more than ``edge_step_rel`` x its depth behind (a depth step; mixed returns lie
     close in front of the surface they came from). The outermost pixel column of a panel at grazing incidence 7 %
@@ -361,7 +362,7 @@ def _front_clusters(lin, z, alive, need, near, band_m, band_rel, rounds, thin_ra
             behind = alive & ~sel & (z <= near[lin] * np.float32(1.0 + thin_depth_rel))
             n_behind = np.bincount(lin[behind], minlength=n_px)
             thin = (cnt > 0) & (n_behind >= thin_ratio * cnt)
-            if width is not None and thin.any():
+            if thin.any():
                 thin &= ~_surface_edge(near, (cnt > 0) & ~weak & ~thin, width, edge_continue_rel, edge_step_rel,
                                        np.bincount(lin[behind], weights=z[behind], minlength=n_px), n_behind)
             weak |= thin
@@ -736,25 +737,24 @@ def plane_hessian(planes: tuple, width: int, height: int, same_rel: float = 0.05
     constant curvature and cuts the noise, and where differences are missing (next to depth edges, whose fits are
     one-sided) they count as no curvature: the estimate fades out there instead of trusting a few of them."""
     A, Gx, Gy = (np.asarray(p, dtype=np.float64).reshape(height, width) for p in planes)
-
-    def same_surface(dy: int, dx: int) -> np.ndarray:
-        return (A > 0) & (np.abs(_shift_fill(A, dy, dx, 0.0) - A) < same_rel * A)
+    offsets = _window_offsets(max(1, smooth_radius_px))  # holds the 4 direct neighbours the differences need
+    same = {(dy, dx): (A > 0) & (np.abs(_shift_fill(A, dy, dx, 0.0) - A) < same_rel * A) for dy, dx in offsets}
 
     def central_difference(G: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
-        known = same_surface(dy, dx) & same_surface(-dy, -dx)
+        known = same[dy, dx] & same[-dy, -dx]
         return np.where(known, 0.5 * (_shift_fill(G, dy, dx, 0.0) - _shift_fill(G, -dy, -dx, 0.0)), 0.0), known
 
     (d_xx, known_x), (d_yy, known_y) = central_difference(Gx, 0, 1), central_difference(Gy, 1, 0)
     d_xy = 0.5 * (central_difference(Gx, 1, 0)[0] + central_difference(Gy, 0, 1)[0])
     known = known_x & known_y
     H = np.stack([d_xx, d_xy, d_yy]) * known
-    offsets = _window_offsets(smooth_radius_px)
+    window = _window_offsets(smooth_radius_px)
     sums = np.zeros_like(H)
-    for dy, dx in offsets:
-        use = known if (dy, dx) == (0, 0) else (_shift_fill(known, dy, dx, False) & same_surface(dy, dx))
+    for dy, dx in window:
+        use = _shift_fill(known, dy, dx, False) & same[dy, dx]
         for k in range(3):
             sums[k] += np.where(use, _shift_fill(H[k], dy, dx, 0.0), 0.0)
-    return tuple((s / len(offsets)).ravel() for s in sums)
+    return tuple((s / len(window)).ravel() for s in sums)
 
 
 def fit_planes_multiscale(lin, z, du, dv, init, width, height, radii, sigmas, ici_k: float = 3.0,
@@ -789,7 +789,7 @@ def fit_planes_multiscale(lin, z, du, dv, init, width, height, radii, sigmas, ic
     hi = np.full(len(init), np.inf)
     agree = np.ones(len(init), bool)
     depth = planes = None
-    for d, pl, se, *_ in fits:
+    for d, pl, se in fits:
         with np.errstate(invalid="ignore"):  # inf - inf where a pixel has no fit
             lo = np.maximum(lo, d - ici_k * se)
             hi = np.minimum(hi, d + ici_k * se)
