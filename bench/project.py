@@ -47,7 +47,7 @@ def main() -> None:
     variants = (("paper_splat", dict(mode="splat", band_m=None)), ("default_fill_band", dict()),
                 ("smooth_r1", dict(occlusion_radius_px=8, smooth_radius_px=1)),
                 # pipeline.BuildConfig defaults: local plane fit with per-pixel noise, spill removal, plane-read fill
-                ("build_depth_settings_native", BuildConfig().zbuffer_kwargs()))
+                ("build_depth_settings_native", dict(config=BuildConfig().zbuffer_config())))
     for name, kw in variants:
         zbuffer(pts[:100_000], K, W, H, r, **kw)
         ts = []

@@ -41,7 +41,7 @@ def _board_scene(rng, board_noise_m=0.02):
 
 
 def _project(pts, **overrides):
-    return zbuffer(pts, K, W, H, 2, **{**BuildConfig().zbuffer_kwargs(), **overrides})
+    return zbuffer(pts, K, W, H, 2, BuildConfig().zbuffer_config(), **overrides)
 
 
 def _u(points):

@@ -5,10 +5,29 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zedd_capture.pointcloud.project import zbuffer, zbuffer_bruteforce
+from zedd_capture.pointcloud.project import ZbufferConfig, zbuffer, zbuffer_bruteforce
 
 K = np.array([[60.0, 0, 39.5], [0, 60.0, 29.5], [0, 0, 1]])
 W, H = 80, 60
+
+
+def test_zbuffer_settings_come_from_a_typed_config_and_bad_ones_name_the_field():
+    rng = np.random.default_rng(3)
+    pts = np.c_[rng.uniform(-1, 1, (3000, 2)), rng.uniform(2, 3, 3000)].astype(np.float32)
+    cfg = ZbufferConfig(plane_radius_px=2, noise_m=0.01, spill_ratio=0.4)
+    by_config = zbuffer(pts, K, W, H, 1, cfg)
+    assert np.array_equal(by_config, zbuffer(pts, K, W, H, 1, plane_radius_px=2, noise_m=0.01, spill_ratio=0.4))
+    # keywords replace the config's fields; the rest of the config stays
+    assert np.array_equal(zbuffer(pts, K, W, H, 1, cfg, spill_ratio=0.0), zbuffer(pts, K, W, H, 1, plane_radius_px=2,
+                                                                                    noise_m=0.01))
+    assert not np.array_equal(by_config, zbuffer(pts, K, W, H, 1, cfg, plane_radius_px=0))
+    for bad, field in ((dict(mode="paint"), "mode"), (dict(spill_ratio=float("nan")), "spill_ratio"),
+                       (dict(band_m=-0.01), "band_m"), (dict(spill_radius_px=1.5), "spill_radius_px"),
+                       (dict(plane_radius_px=(2, 4), plane_sigma_px=(None,)), "plane_sigma_px")):
+        with pytest.raises(ValueError, match=rf"ZbufferConfig\.{field} = "):
+            zbuffer(pts, K, W, H, 1, **bad)
+    with pytest.raises(TypeError, match="plane_radius"):  # a misspelt setting is not silently ignored
+        zbuffer(pts, K, W, H, 1, plane_radius=2)
 
 
 def test_splat_equals_brute_force():

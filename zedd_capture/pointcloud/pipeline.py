@@ -28,7 +28,7 @@ from .edge_snap import near_edge_pixels, near_speckle_points, partial_edge_point
 from .free_space import SweepRays, far_side_depth, free_space_violations, sweep_rays
 from .io import read_lidar, read_static_frame
 from .planes import upsample_depth
-from .project import depth_edge_band, project_points, view_weights, zbuffer
+from .project import ZbufferConfig, depth_edge_band, project_points, view_weights, zbuffer
 from .register import RegisterConfig, register_static
 
 log = logging.getLogger(__name__)
@@ -158,18 +158,18 @@ class BuildConfig:
     view_weight_power: float | None = 4.0
     view_weight_floor: float = 0.001
 
-    def zbuffer_kwargs(self) -> dict:
-        """Keyword arguments of :func:`project.zbuffer` for these settings (all but the splat radius and the
-        point weights)."""
-        return dict(mode=self.splat_mode, band_m=self.band_m, band_rel=self.band_rel,
-                    occlusion_radius_px=self.occlusion_radius_px, smooth_radius_px=self.smooth_radius_px,
-                    plane_radius_px=self.plane_radius_px, plane_iterations=self.plane_iterations,
-                    plane_sigma_px=self.plane_sigma_px, plane_ici_k=self.plane_ici_k,
-                    plane_curvature=self.plane_curvature, noise_m=self.range_noise_m,
-                    adaptive_noise=self.adaptive_noise, spill_ratio=self.spill_ratio,
-                    spill_radius_px=self.spill_radius_px, spill_gate_rel=self.spill_gate_rel,
-                    spill_min_support=self.spill_min_support, thin_ratio=self.thin_ratio,
-                    thin_depth_rel=self.thin_depth_rel)
+    def zbuffer_config(self) -> ZbufferConfig:
+        """The settings of :func:`project.zbuffer` these settings give (all but the splat radius and the point
+        weights, which build-depth passes itself)."""
+        return ZbufferConfig(mode=self.splat_mode, band_m=self.band_m, band_rel=self.band_rel,
+                             occlusion_radius_px=self.occlusion_radius_px, smooth_radius_px=self.smooth_radius_px,
+                             plane_radius_px=self.plane_radius_px, plane_iterations=self.plane_iterations,
+                             plane_sigma_px=self.plane_sigma_px, plane_ici_k=self.plane_ici_k,
+                             plane_curvature=self.plane_curvature, noise_m=self.range_noise_m,
+                             adaptive_noise=self.adaptive_noise, spill_ratio=self.spill_ratio,
+                             spill_radius_px=self.spill_radius_px, spill_gate_rel=self.spill_gate_rel,
+                             spill_min_support=self.spill_min_support, thin_ratio=self.thin_ratio,
+                             thin_depth_rel=self.thin_depth_rel)
 
 
 @dataclass
@@ -405,8 +405,8 @@ def project_depth(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, fram
     K_w = scale_intrinsics(K, (width, height), (Ww, Hw))
     report(0, 2)
     pc = np.asarray(points_cam, dtype=np.float32)
-    depth = zbuffer(pc, K_w, Ww, Hw, radius_w, point_weights=_view_weights(pc, sensor_positions_cam, frame_index, cfg),
-                    **cfg.zbuffer_kwargs())
+    zcfg = cfg.zbuffer_config()
+    depth = zbuffer(pc, K_w, Ww, Hw, radius_w, zcfg, _view_weights(pc, sensor_positions_cam, frame_index, cfg))
     snapped = dropped = partial = speckle_px = speckle_points = carved_px = 0
     if cfg.edge_snap_radius_px > 0 and frame_index is not None:
         report(1, 2)
@@ -419,7 +419,7 @@ def project_depth(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, fram
         pc, kept_frames = snapped_pc[keep], frame_index[keep]
         del snapped_pc, keep
         weights = _view_weights(pc, sensor_positions_cam, kept_frames, cfg)
-        second = zbuffer(pc, K_w, Ww, Hw, radius_w, point_weights=weights, **cfg.zbuffer_kwargs())
+        second = zbuffer(pc, K_w, Ww, Hw, radius_w, zcfg, weights)
         depth = np.where(second > 0, second, depth)  # a pixel whose points were all dropped keeps its first value
         drop = np.zeros(len(pc), bool)
         if cfg.edge_coverage_ratio > 0:
@@ -433,8 +433,7 @@ def project_depth(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, fram
             del speckle_drop
         if drop.any():
             keep = ~drop
-            third = zbuffer(pc[keep], K_w, Ww, Hw, radius_w, point_weights=None if weights is None else weights[keep],
-                            **cfg.zbuffer_kwargs())
+            third = zbuffer(pc[keep], K_w, Ww, Hw, radius_w, zcfg, None if weights is None else weights[keep])
             depth = np.where(third > 0, third, depth)
             del third, keep
         del drop

@@ -12,6 +12,7 @@ All vectorised: no per-point Python loop.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import cv2
@@ -128,191 +129,235 @@ def view_weights(points_cam: np.ndarray, origins_cam: np.ndarray, power: float =
     return np.maximum(w, np.float32(floor)).astype(np.float32)
 
 
-def zbuffer(
-    points_cam: np.ndarray,
-    K: np.ndarray,
-    width: int,
-    height: int,
-    splat_radius_px: int = 3,
-    mode: Literal["fill", "splat"] = "fill",
-    band_m: float | None = 0.05,
-    band_rel: float = 0.0,
-    near_m: float = 0.05,
-    min_support: int = 1,
-    support_frac: float = 0.0,
-    outlier_rounds: int = 3,
-    occlusion_radius_px: int = 0,
-    occlusion_rel: float = 0.05,
-    refine_halfwidths_m: tuple = (),
-    smooth_radius_px: int = 0,
-    smooth_tol_m: float = 0.02,
-    smooth_tol_rel: float = 0.01,
-    plane_radius_px: int | tuple[int, ...] = 0,
-    noise_m: float = 0.01,
-    plane_iterations: int = 5,
-    plane_init: Literal["mean", "near"] = "mean",
-    plane_select_k: float = 2.0,
-    plane_gate_k: float = 2.5,
-    plane_gate_rel: float = 0.005,
-    plane_select_hi_k: float | None = None,
-    plane_sigma_px: float | None | tuple[float | None, ...] = None,
-    plane_ici_k: float = 3.0,
-    plane_curvature: bool = True,
-    adaptive_noise: bool = False,
-    point_weights: np.ndarray | None = None,
-    spill_ratio: float = 0.0,
-    spill_radius_px: int = 2,
-    spill_window_px: int = 8,
-    spill_gate_rel: float = 0.02,
-    spill_rounds: int = 2,
-    spill_min_support: float = 0.0,
-    thin_ratio: float = 0.0,
-    thin_depth_rel: float = 0.1,
-) -> np.ndarray:
+@dataclass(frozen=True)
+class ZbufferConfig:
+    """Settings of :func:`zbuffer` (lengths in metres, radii in pixels of the map it writes).
+
+    Front surface: each pixel's depth comes from its front cluster, the points within ``band_m`` +
+    ``band_rel`` x depth behind its nearest point (``band_m`` None: plain nearest depth per pixel, the paper's
+    z-buffer), averaged in shrinking symmetric bands (``refine_halfwidths_m``). A front cluster needs
+    ``max(min_support, support_frac * points in the pixel)`` points, else it is dropped as an outlier and the next
+    cluster behind is tried (``outlier_rounds`` times). ``thin_ratio`` > 0: a front cluster with at least
+    ``thin_ratio`` x as many points just behind it (within ``thin_depth_rel`` x its depth) is a thin layer of mixed
+    returns in front of a surface (they lie between the two footprints, so always in front): dropped like an
+    outlier, unless it is the edge of a surface before a step (:func:`_front_clusters`).
+
+    Spill: ``spill_ratio`` > 0: front clusters whose point support (summed over the same-surface pixels within
+    ``spill_radius_px``) is below ``spill_ratio`` x that surface's typical support within ``spill_window_px``
+    are dropped and the cluster behind them taken (:func:`spill_mask`; pixels with nothing behind keep theirs),
+    ``spill_rounds`` times: the sideways-scattered fringe of near objects; only where that surface has at least
+    ``spill_min_support`` points (counts) within the radius.
+
+    Depth per pixel: ``plane_radius_px`` > 0: read at the pixel's centre ray from a local plane fitted to the
+    front-surface points of the pixels within that radius on the same surface (:func:`fit_local_planes`,
+    ``noise_m`` = lidar range noise, m; ``adaptive_noise``: measured per pixel; ``plane_*``: its passes, gates
+    and weights): unbiased on tilted and curved surfaces and free of points behind the visible surface. A tuple
+    of radii (and of ``plane_sigma_px``) fits at each and keeps, per pixel, the widest fit that agrees with all
+    narrower ones (:func:`fit_planes_multiscale`, ``plane_ici_k``), each corrected for the surface's curvature
+    (``plane_curvature``). Else ``smooth_radius_px`` > 0: the mean of the front-surface points of the pixels
+    within that radius whose depth is within ``smooth_tol_m + smooth_tol_rel * depth`` of its own.
+
+    ``occlusion_radius_px`` > 0: screen-space visibility: a pixel surrounded in all 8 directions (within that
+    radius) by pixels nearer by ``occlusion_rel`` is a background point seen through a gap of a sparse
+    foreground; it is replaced by the foreground.
+
+    Splat: ``mode`` "fill": pixels without points of their own take the nearest of the splatted depths (with the
+    plane fit: the nearest of the neighbours' planes read at their own centre ray); "splat", paper-literal: every
+    pixel takes the nearest splatted depth. ``near_m``: points nearer than this are dropped.
+    """
+
+    mode: Literal["fill", "splat"] = "fill"
+    near_m: float = 0.05
+    band_m: float | None = 0.05
+    band_rel: float = 0.0
+    refine_halfwidths_m: tuple[float, ...] = ()
+    min_support: int = 1
+    support_frac: float = 0.0
+    outlier_rounds: int = 3
+    thin_ratio: float = 0.0
+    thin_depth_rel: float = 0.1
+    spill_ratio: float = 0.0
+    spill_radius_px: int = 2
+    spill_window_px: int = 8
+    spill_gate_rel: float = 0.02
+    spill_rounds: int = 2
+    spill_min_support: float = 0.0
+    plane_radius_px: int | tuple[int, ...] = 0
+    plane_sigma_px: float | None | tuple[float | None, ...] = None
+    noise_m: float = 0.01
+    adaptive_noise: bool = False
+    plane_iterations: int = 5
+    plane_init: Literal["mean", "near"] = "mean"
+    plane_select_k: float = 2.0
+    plane_select_hi_k: float | None = None
+    plane_gate_k: float = 2.5
+    plane_gate_rel: float = 0.005
+    plane_ici_k: float = 3.0
+    plane_curvature: bool = True
+    smooth_radius_px: int = 0
+    smooth_tol_m: float = 0.02
+    smooth_tol_rel: float = 0.01
+    occlusion_radius_px: int = 0
+    occlusion_rel: float = 0.05
+
+    def __post_init__(self):
+        def bad(name, why):
+            raise ValueError(f"ZbufferConfig.{name} = {getattr(self, name)!r}: {why}")
+
+        if self.mode not in ("fill", "splat"):
+            bad("mode", "must be 'fill' or 'splat'")
+        if self.plane_init not in ("mean", "near"):
+            bad("plane_init", "must be 'mean' or 'near'")
+        if self.band_m is not None and not self.band_m >= 0:
+            bad("band_m", "must be >= 0 (or None for the plain nearest depth)")
+        for name in ("near_m", "band_rel", "support_frac", "thin_ratio", "thin_depth_rel", "spill_ratio",
+                     "spill_gate_rel", "spill_min_support", "noise_m", "smooth_tol_m", "smooth_tol_rel", "occlusion_rel"):
+            if not getattr(self, name) >= 0:  # also catches NaN
+                bad(name, "must be >= 0")
+        for name in ("spill_radius_px", "spill_window_px", "smooth_radius_px", "occlusion_radius_px", "outlier_rounds",
+                     "spill_rounds", "plane_iterations"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
+                bad(name, "must be a whole number >= 0")
+        if isinstance(self.plane_sigma_px, tuple) and len(self.plane_sigma_px) != len(self.plane_radii):
+            bad("plane_sigma_px", f"needs one value per radius of plane_radius_px {self.plane_radii}")
+
+    @property
+    def plane_radii(self) -> tuple[int, ...]:
+        """The plane fit's radii (px) > 0; empty: no plane fit."""
+        return tuple(int(r) for r in np.atleast_1d(self.plane_radius_px) if r > 0)
+
+
+def zbuffer(points_cam: np.ndarray, K: np.ndarray, width: int, height: int, splat_radius_px: int = 3,
+            config: ZbufferConfig | None = None, point_weights: np.ndarray | None = None, **settings) -> np.ndarray:
     """Depth map (height, width) float32 metres, 0 where no point lands (after splatting).
 
-    points_cam: (N, 3) metres in the OpenCV camera frame. K: 3x3 intrinsics of the depth map.
-    band_m / band_rel: front-surface averaging band (absolute m + fraction of depth); None: plain
-    nearest depth per pixel (the paper's z-buffer). A pixel's front cluster needs
-    ``max(min_support, support_frac * points in the pixel)`` points, else it is dropped as an
-    outlier and the next cluster behind is tried (``outlier_rounds`` times).
-    occlusion_radius_px > 0: screen-space visibility: a pixel surrounded in all 8 directions
-    (within that radius) by nearer pixels is a background point seen through a gap of a sparse
-    foreground; it is removed and then filled from the foreground.
-    smooth_radius_px > 0: each pixel's depth becomes the mean of the front-surface points of the
-    pixels within that radius whose depth is within ``smooth_tol_m + smooth_tol_rel * depth`` of
-    its own (edge-preserving; unbiased on planes); averages range noise over more points.
-    adaptive_noise: the plane fit measures the noise per pixel (see :func:`fit_local_planes`).
-    point_weights (N,): per-point weights (e.g. :func:`view_weights`); 0 drops the point, the front-band
-    means and the plane fit weight their sums (only the scale-free ratios matter: multiplying all weights by
-    a constant changes nothing). Pixels without points of their own are filled (``mode="fill"``, plane fit on)
-    with the nearest of the neighbours' planes read at their own centre ray.
-    plane_radius_px > 0 (used instead of smoothing): each pixel's depth is read at its centre ray
-    from a local plane fitted to the front-surface points of the pixels within that radius on the
-    same surface (:func:`fit_local_planes`, ``noise_m`` = lidar range noise, m): unbiased on tilted
-    and curved surfaces and free of points behind the visible surface. A tuple of radii (and of
-    ``plane_sigma_px``) fits at each and keeps, per pixel, the widest fit that agrees with all narrower
-    ones (:func:`fit_planes_multiscale`, ``plane_ici_k``), each corrected for the surface's curvature
-    (``plane_curvature``).
-    spill_ratio > 0: front clusters whose point support (summed over the same-surface pixels within
-    ``spill_radius_px``) is below ``spill_ratio`` x that surface's typical support within
-    ``spill_window_px`` are dropped and the cluster behind them taken (:func:`spill_mask`; pixels with
-    nothing behind keep theirs), ``spill_rounds`` times: the sideways-scattered fringe of near objects;
-    only where that surface has at least ``spill_min_support`` points (counts) within the radius.
-    thin_ratio > 0: a front cluster with at least ``thin_ratio`` times as many points just behind it
-    (within ``thin_depth_rel`` x its depth) is a thin layer of mixed returns in front of a surface, not a
-    surface (mixed returns lie between the two footprints, so always in front): dropped like an outlier.
+    points_cam: (N, 3) metres in the OpenCV camera frame. K: 3x3 intrinsics of the depth map. ``config`` (default
+    :class:`ZbufferConfig`) with ``settings`` (its field names) replacing its fields. point_weights (N,): per-point
+    weights (e.g. :func:`view_weights`); 0 drops the point, the front-band means and the plane fit weight their sums
+    (only the ratios matter: multiplying all weights by a constant changes nothing).
     """
-    radii = tuple(int(r) for r in np.atleast_1d(plane_radius_px) if r > 0)
-    if isinstance(plane_sigma_px, tuple) and len(plane_sigma_px) != len(radii):
-        raise ValueError(f"zbuffer: plane_sigma_px {plane_sigma_px} needs one value per radius of plane_radius_px {radii}")
-    wts = None
-    if point_weights is not None:  # zero weight: the point is not used at all
-        keep = np.asarray(point_weights) > 0
-        points_cam = np.asarray(points_cam)[keep]
-        wts = np.asarray(point_weights, dtype=np.float32)[keep]
-    if radii and wts is not None:
-        lin, z, du, dv, wts = project_points(points_cam, K, width, height, near_m, subpixel=True, weights=wts)
-    elif wts is not None:
-        lin, z, wts = project_points(points_cam, K, width, height, near_m, weights=wts)
-    elif radii:
-        lin, z, du, dv = project_points(points_cam, K, width, height, near_m, subpixel=True)
-    else:
-        lin, z = project_points(points_cam, K, width, height, near_m)
-    if radii:  # points in pixel order: the plane fit's per-pixel sums then read and write memory in sequence
-        order = np.argsort(lin, kind="stable")
-        lin, z, du, dv = lin[order], z[order], du[order], dv[order]
-        wts = None if wts is None else wts[order]
-        del order
-    n_px = width * height
-    near = np.full(n_px, np.inf, dtype=np.float32)
+    cfg = replace(config or ZbufferConfig(), **settings)
+    radii = cfg.plane_radii
+    lin, z, du, dv, wts = _project_for_zbuffer(points_cam, K, width, height, cfg.near_m, bool(radii), point_weights)
     planes = None  # per-pixel inverse-depth planes (A, Gx, Gy) of the plane fit
-    if band_m is None or not len(z):
-        np.minimum.at(near, lin, z)
-        own = near
+    if cfg.band_m is None or not len(z):
+        own = np.full(width * height, np.inf, dtype=np.float32)
+        np.minimum.at(own, lin, z)
     else:
-        total = np.bincount(lin, minlength=n_px)
-        need = np.maximum(min_support, np.ceil(support_frac * total))
-        alive = np.ones(len(z), dtype=bool)
-        sel, cnt = _front_clusters(lin, z, alive, need, near, width, band_m, band_rel, outlier_rounds, thin_ratio,
-                                   thin_depth_rel)
-        for _ in range(spill_rounds if spill_ratio > 0 else 0):
-            # a front cluster whose point density is well below that of the same surface nearby is
-            # the spill of a nearer surface's laterally scattered points over its silhouette
-            m1 = np.bincount(lin[sel], weights=z[sel], minlength=n_px) / np.maximum(cnt, 1)
-            sup = cnt if wts is None else np.bincount(lin[sel], weights=wts[sel], minlength=n_px)
-            spill = spill_mask(np.where(cnt > 0, m1, np.inf).reshape(height, width), sup.reshape(height, width),
-                               spill_radius_px, spill_window_px, spill_ratio, spill_gate_rel, spill_min_support,
-                               cnt.reshape(height, width)).ravel()
-            # ... unless nothing lies behind it: a sparse surface is better than a hole
-            spill &= np.bincount(lin[alive], minlength=n_px) > cnt
-            if not spill.any():
-                break
-            alive &= ~(sel & spill[lin])
-            sel, cnt = _front_clusters(lin, z, alive, need, near, width, band_m, band_rel, outlier_rounds,
-                                       thin_ratio, thin_depth_rel)
-        if wts is None:
-            s = np.bincount(lin[sel], weights=z[sel], minlength=n_px)
-            m1 = np.where(cnt > 0, s / np.maximum(cnt, 1), np.inf)
-        else:  # weighted means (view weights): the far side's points do not drag the band's centre back
-            s = np.bincount(lin[sel], weights=(z * wts)[sel], minlength=n_px)
-            sw = np.bincount(lin[sel], weights=wts[sel], minlength=n_px)
-            m1 = np.where(sw > 0, s / np.maximum(sw, 1e-12), np.inf)
-        # then symmetric, shrinking bands around the running mean: removes the bias of the min
-        # and of points behind the visible surface (flanks seen only from other lidar positions)
-        own = m1
-        cnt2 = cnt
-        for hw in (0.5 * band_m,) + tuple(refine_halfwidths_m):
-            ml = own[lin].astype(np.float32)
-            half = np.float32(hw) + np.where(np.isfinite(ml), ml, 0) * np.float32(0.5 * band_rel)
-            sel = alive & (np.abs(z - ml) <= half)
-            c = np.bincount(lin[sel], minlength=n_px)
-            if wts is None:
-                s = np.bincount(lin[sel], weights=z[sel], minlength=n_px)
-                own = np.where(c > 0, s / np.maximum(c, 1), own)
-            else:
-                s = np.bincount(lin[sel], weights=(z * wts)[sel], minlength=n_px)
-                sw = np.bincount(lin[sel], weights=wts[sel], minlength=n_px)
-                own = np.where(sw > 0, s / np.maximum(sw, 1e-12), own)
-            cnt2 = np.where(c > 0, c, cnt2)
-        own = np.where(cnt >= need, own, np.inf).astype(np.float32)
+        own, near, cnt2, alive = _front_surface(lin, z, wts, width, height, cfg)
         if radii:
-            init = np.where(np.isfinite(own), near, np.inf) if plane_init == "near" else own
-            fit_kw = dict(noise_m=noise_m, select_k=plane_select_k, gate_k=plane_gate_k, gate_rel=plane_gate_rel,
-                          iterations=plane_iterations, select_hi_k=plane_select_hi_k, adaptive_noise=adaptive_noise,
+            init = np.where(np.isfinite(own), near, np.inf) if cfg.plane_init == "near" else own
+            fit_kw = dict(noise_m=cfg.noise_m, select_k=cfg.plane_select_k, gate_k=cfg.plane_gate_k,
+                          gate_rel=cfg.plane_gate_rel, iterations=cfg.plane_iterations,
+                          select_hi_k=cfg.plane_select_hi_k, adaptive_noise=cfg.adaptive_noise,
                           weights=None if wts is None else wts[alive])
-            sigmas = plane_sigma_px if isinstance(plane_sigma_px, tuple) else (plane_sigma_px,) * len(radii)
+            sigmas = cfg.plane_sigma_px if isinstance(cfg.plane_sigma_px, tuple) else (cfg.plane_sigma_px,) * len(radii)
             if len(radii) == 1:
                 own, planes = fit_local_planes(lin[alive], z[alive], du[alive], dv[alive], init, width, height,
                                                radii[0], weight_sigma_px=sigmas[0], return_planes=True, **fit_kw)
             else:
                 own, planes = fit_planes_multiscale(lin[alive], z[alive], du[alive], dv[alive], init, width, height,
-                                                    radii, sigmas, plane_ici_k, plane_curvature, **fit_kw)
-        elif smooth_radius_px > 0:
+                                                    radii, sigmas, cfg.plane_ici_k, cfg.plane_curvature, **fit_kw)
+        elif cfg.smooth_radius_px > 0:
             sums = np.where(np.isfinite(own), own, 0) * cnt2
             own = _smooth(own.reshape(height, width), sums.reshape(height, width), cnt2.reshape(height, width),
-                          smooth_radius_px, smooth_tol_m, smooth_tol_rel).ravel()
+                          cfg.smooth_radius_px, cfg.smooth_tol_m, cfg.smooth_tol_rel).ravel()
     own = own.reshape(height, width)
-    if occlusion_radius_px > 0:
+    if cfg.occlusion_radius_px > 0:
         fitted = own
-        own = remove_occluded(own, occlusion_radius_px, occlusion_rel)
+        own = remove_occluded(own, cfg.occlusion_radius_px, cfg.occlusion_rel)
         if planes is not None:  # a replaced pixel takes a fronto-parallel plane at its new depth
             changed = (own != fitted).ravel()
             A, Gx, Gy = (a.copy() for a in planes)
             A[changed] = 1.0 / own.ravel()[changed]
             Gx[changed] = Gy[changed] = 0.0
             planes = (A, Gx, Gy)
-    if splat_radius_px > 0 and mode == "fill" and planes is not None:
+    if splat_radius_px > 0 and cfg.mode == "fill" and planes is not None:
         # pixels without points of their own: the nearest of the neighbours' planes read at this
         # pixel's centre ray (a neighbour's depth itself is one pixel off on a slanted surface)
         out = np.where(np.isfinite(own), own, _fill_from_planes(planes, width, height, splat_radius_px))
     elif splat_radius_px > 0:
         splat = cv2.erode(own, disc_kernel(splat_radius_px), borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
-        out = splat if mode == "splat" else np.where(np.isfinite(own), own, splat)
+        out = splat if cfg.mode == "splat" else np.where(np.isfinite(own), own, splat)
     else:
         out = own
-    out = np.where(np.isfinite(out), out, 0.0).astype(np.float32)
-    return out
+    return np.where(np.isfinite(out), out, 0.0).astype(np.float32)
+
+
+def _project_for_zbuffer(points_cam, K, width, height, near_m, subpixel, point_weights):
+    """(lin, z, du, dv, weights) of :func:`project_points` for :func:`zbuffer`: points of zero weight left out,
+    the sub-pixel offsets (``subpixel``, else None) and the weights (None without ``point_weights``); with
+    ``subpixel``, in pixel order (the plane fit's per-pixel sums then read and write memory in sequence)."""
+    wts = du = dv = None
+    if point_weights is not None:  # zero weight: the point is not used at all
+        keep = np.asarray(point_weights) > 0
+        points_cam = np.asarray(points_cam)[keep]
+        wts = np.asarray(point_weights, dtype=np.float32)[keep]
+    if subpixel and wts is not None:
+        lin, z, du, dv, wts = project_points(points_cam, K, width, height, near_m, subpixel=True, weights=wts)
+    elif wts is not None:
+        lin, z, wts = project_points(points_cam, K, width, height, near_m, weights=wts)
+    elif subpixel:
+        lin, z, du, dv = project_points(points_cam, K, width, height, near_m, subpixel=True)
+    else:
+        lin, z = project_points(points_cam, K, width, height, near_m)
+    if subpixel:
+        order = np.argsort(lin, kind="stable")
+        lin, z, du, dv = lin[order], z[order], du[order], dv[order]
+        wts = None if wts is None else wts[order]
+    return lin, z, du, dv, wts
+
+
+def _weighted_mean(lin, z, wts, sel, n_px, fallback):
+    """(n_px,) per-pixel mean depth of the points ``sel`` (weighted by ``wts`` unless None), ``fallback`` where
+    they hold no point (no weight)."""
+    if wts is None:
+        c = np.bincount(lin[sel], minlength=n_px)
+        return np.where(c > 0, np.bincount(lin[sel], weights=z[sel], minlength=n_px) / np.maximum(c, 1), fallback)
+    s = np.bincount(lin[sel], weights=(z * wts)[sel], minlength=n_px)
+    sw = np.bincount(lin[sel], weights=wts[sel], minlength=n_px)
+    return np.where(sw > 0, s / np.maximum(sw, 1e-12), fallback)
+
+
+def _front_surface(lin, z, wts, width, height, cfg: ZbufferConfig):
+    """(depth, nearest, count, alive): each pixel's front-surface depth (flat, inf = none; the weighted mean of its
+    front cluster, refined in shrinking symmetric bands), its nearest alive point's depth, the count of points in
+    the last band, and which points are left after the outlier, thin-layer and spill tests (see
+    :class:`ZbufferConfig`)."""
+    n_px = width * height
+    near = np.full(n_px, np.inf, dtype=np.float32)
+    need = np.maximum(cfg.min_support, np.ceil(cfg.support_frac * np.bincount(lin, minlength=n_px)))
+    alive = np.ones(len(z), dtype=bool)
+    clusters = lambda: _front_clusters(lin, z, alive, need, near, width, cfg.band_m, cfg.band_rel, cfg.outlier_rounds,
+                                       cfg.thin_ratio, cfg.thin_depth_rel)
+    sel, cnt = clusters()
+    for _ in range(cfg.spill_rounds if cfg.spill_ratio > 0 else 0):
+        # a front cluster whose point density is well below that of the same surface nearby is
+        # the spill of a nearer surface's laterally scattered points over its silhouette
+        m1 = np.bincount(lin[sel], weights=z[sel], minlength=n_px) / np.maximum(cnt, 1)
+        sup = cnt if wts is None else np.bincount(lin[sel], weights=wts[sel], minlength=n_px)
+        spill = spill_mask(np.where(cnt > 0, m1, np.inf).reshape(height, width), sup.reshape(height, width),
+                           cfg.spill_radius_px, cfg.spill_window_px, cfg.spill_ratio, cfg.spill_gate_rel,
+                           cfg.spill_min_support, cnt.reshape(height, width)).ravel()
+        # ... unless nothing lies behind it: a sparse surface is better than a hole
+        spill &= np.bincount(lin[alive], minlength=n_px) > cnt
+        if not spill.any():
+            break
+        alive &= ~(sel & spill[lin])
+        sel, cnt = clusters()
+    # weighted means (view weights): the far side's points do not drag the band's centre back
+    own = _weighted_mean(lin, z, wts, sel, n_px, np.inf)
+    # then symmetric, shrinking bands around the running mean: removes the bias of the min
+    # and of points behind the visible surface (flanks seen only from other lidar positions)
+    cnt2 = cnt
+    for hw in (0.5 * cfg.band_m,) + tuple(cfg.refine_halfwidths_m):
+        ml = own[lin].astype(np.float32)
+        half = np.float32(hw) + np.where(np.isfinite(ml), ml, 0) * np.float32(0.5 * cfg.band_rel)
+        sel = alive & (np.abs(z - ml) <= half)
+        c = np.bincount(lin[sel], minlength=n_px)
+        own = _weighted_mean(lin, z, wts, sel, n_px, own)
+        cnt2 = np.where(c > 0, c, cnt2)
+    return np.where(cnt >= need, own, np.inf).astype(np.float32), near, cnt2, alive
 
 
 def depth_edge_band(depth: np.ndarray, jump_rel: float = 0.05) -> np.ndarray:
@@ -775,21 +820,30 @@ def fit_planes_multiscale(lin, z, du, dv, init, width, height, radii, sigmas, ic
     AbsRel: kitchen01 97.89 -> 97.99 % / 1.19 -> 1.19 %, kitchen02 97.27 -> 97.37 % / 1.58 -> 1.63 %, office03
     97.24 -> 97.34 % / 2.41 -> 2.50 %, hallway02 96.65 -> 96.84 % / 1.31 -> 1.34 %; tiny rig (test_end_to_end)
     85.5 -> 86.8 %."""
-    fits = [fit_local_planes(lin, z, du, dv, init, width, height, r, weight_sigma_px=sg, return_planes=True,
-                             return_sigma=True, return_offset_moments=curvature, **fit_kw)
-            for r, sg in sorted(zip(radii, sigmas), key=lambda rs: rs[0])]
-    if curvature:
-        Hxx, Hxy, Hyy = plane_hessian(fits[-1][1], width, height)
-        for i, (d, (A, Gx, Gy), se, (m_uu, m_uv, m_vv)) in enumerate(fits):
-            A_c = A - (0.5 * Hxx * m_uu + Hxy * m_uv + 0.5 * Hyy * m_vv)
-            ok = np.isfinite(d) & (A_c > 0)
-            d = np.where(ok, 1.0 / np.where(ok, A_c, 1.0), d).astype(np.float32)
-            fits[i] = (d, (np.where(ok, A_c, A), Gx, Gy), se)
+    scales = sorted(zip(radii, sigmas), key=lambda rs: rs[0])
+
+    def fit(radius, sigma):
+        return fit_local_planes(lin, z, du, dv, init, width, height, radius, weight_sigma_px=sigma, return_planes=True,
+                                return_sigma=True, return_offset_moments=curvature, **fit_kw)
+
+    # the widest fit first (the Hessian comes from it), then the narrower ones one at a time: two fits in memory
+    widest = fit(*scales[-1])
+    hessian = plane_hessian(widest[1], width, height) if curvature else None
+
+    def corrected(fitted):
+        if hessian is None:
+            return fitted
+        (d, (A, Gx, Gy), se, (m_uu, m_uv, m_vv)), (Hxx, Hxy, Hyy) = fitted, hessian
+        A_c = A - (0.5 * Hxx * m_uu + Hxy * m_uv + 0.5 * Hyy * m_vv)
+        ok = np.isfinite(d) & (A_c > 0)
+        return np.where(ok, 1.0 / np.where(ok, A_c, 1.0), d).astype(np.float32), (np.where(ok, A_c, A), Gx, Gy), se
+
     lo = np.full(len(init), -np.inf)
     hi = np.full(len(init), np.inf)
     agree = np.ones(len(init), bool)
     depth = planes = None
-    for d, pl, se in fits:
+    for i in range(len(scales)):
+        d, pl, se = corrected(widest if i == len(scales) - 1 else fit(*scales[i]))[:3]
         with np.errstate(invalid="ignore"):  # inf - inf where a pixel has no fit
             lo = np.maximum(lo, d - ici_k * se)
             hi = np.minimum(hi, d + ici_k * se)
