@@ -68,8 +68,9 @@ def test_accuracy_meets_stage_goals(chain):
     assert acc["depth"]["coverage"] >= 0.98
     assert acc["depth"]["median_rel"] <= 0.005
     # issue 9 asks for >= 99 % of pixels within 0.5 %; not reached on this 30-frame sweep: regression floors.
-    # 86.8 % here, the best 99 %'s AbsRel 1.8 % (85.5 % and 1.9 % without the plane fit's curvature correction,
-    # 85.6 % and 2.1 % before edge snapping landed within 2.5 px and the partly covered edge pixels were dropped)
+    # 87.3 % here, the best 99 %'s AbsRel 1.7 % (86.8 % and 1.8 % while the twin's lidar put mixed pixels on walls at
+    # grazing incidence too, 85.5 % and 1.9 % without the plane fit's curvature correction, 85.6 % and 2.1 % before
+    # edge snapping landed within 2.5 px and the partly covered edge pixels were dropped)
     assert acc["depth"]["within_0.5pct"] >= 0.85
     assert acc["depth"]["abs_rel_best99"] <= 0.025
     # the misses sit in the 1-px bands at depth edges (what build-depth --mask-edges leaves out)

@@ -152,6 +152,29 @@ def test_range_noise_matches_configuration(scene, model):
     assert 0.95 * sigma < np.std((r - true_r)[ok]) < 3 * sigma
 
 
+def test_mixed_pixels_come_from_depth_gaps_not_from_walls_at_grazing_incidence(scene, model):
+    # every gap of > 15 cm between adjacent columns mixes (probability 1, no noise): the boxes and the glass pane
+    # before the room's walls do; the room itself (one closed box, seen from inside: no gaps) never does, though
+    # its walls at grazing incidence put adjacent columns up to metres apart in range
+    noise = LidarNoise(range_sigma_m=0.0, dropout_reflective=0.0, transparent_drop=0.0, transparent_surface=1.0,
+                       mixed_pixel_prob=1.0, grazing_cos=0.0)
+    T = np.eye(4)
+    T[:3, 3] = [3.5, 2.6, 1.3]  # 0.4 m from the wall at y = 3, which runs 7.5 m away at grazing incidence
+    cast = cast_frame(scene, model, constant_pose(T), 1.0)
+    r = frame_from_cast(scene, model, cast, 0, np.random.default_rng(2), noise).field("RANGE").astype(float) * 1e-3
+    true_r = cast.t_beam + model.beam_origin_m
+    room = cast.geometry_id == scene.ids["room"]
+    pair_room = room[:, :-1] & room[:, 1:]
+    far_apart = pair_room & (np.abs(true_r[:, :-1] - true_r[:, 1:]) > 0.15)
+    assert far_apart.sum() > 100  # grazing walls: many room-room pairs beyond the mixing threshold
+    off = (r > 0) & (np.abs(r - true_r) > 5e-3)
+    assert off.sum() > 20  # the gaps at the objects still mix
+    # an off pixel between two room columns would be a mixed pixel of a continuous wall
+    lone = np.zeros_like(off)
+    lone[:, 1:-1] = room[:, 1:-1] & room[:, :-2] & room[:, 2:]
+    assert np.count_nonzero(off & lone) == 0
+
+
 def test_sensor_effects(scene, model):
     """Blind zone, reflective dropouts, glass pass-through, mixed pixels at edges, plausible fields."""
     noise = LidarNoise(range_sigma_m=0.0)

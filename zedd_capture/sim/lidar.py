@@ -8,7 +8,7 @@ surface back; mapped with one pose per frame it does not).
 Sensor effects (:class:`LidarNoise`): Gaussian range noise (sigma grows up to 3x at low signal),
 near blind zone, reflectivity-dependent far limit, dropouts on reflective (mirror-like) surfaces,
 transparent surfaces that mostly pass the beam to what lies behind (or drop it), mixed pixels
-at horizontal depth edges, grazing-angle dropouts, and SIGNAL / REFLECTIVITY / NEAR_IR fields
+at horizontal depth gaps (not on continuous surfaces at grazing incidence), grazing-angle dropouts, and SIGNAL / REFLECTIVITY / NEAR_IR fields
 from albedo, incidence and range.
 """
 
@@ -153,7 +153,10 @@ class LidarNoise:
     scales with sqrt(albedo / 0.8)). dropout_reflective: chance a reflective surface gives no return.
     transparent_drop / transparent_surface: chance a transparent surface gives no return / a weak
     return at the surface; otherwise the beam passes to the next surface. mixed_pixel_prob: chance a
-    horizontal depth edge larger than mixed_edge_m gives a mixed pixel (range between the two).
+    horizontal depth gap larger than mixed_edge_m gives a mixed pixel (range between the two): two adjacent
+    columns that hit surfaces not joined between them (see :func:`_continuous_surface`). Two columns on one
+    continuous surface at grazing incidence (a corridor wall: 0.8 m apart in range at 12 m) give no mixed pixel:
+    the echo is one pulse around the beam's own range, not a value toward the next column's.
     grazing_cos: below this incidence cosine returns drop out with rising probability.
     textured_albedo: evaluate the full procedural texture for SIGNAL/REFLECTIVITY (slow).
     """
@@ -242,6 +245,27 @@ def cast_frame(scene, model: OS0Model, pose_fn: PoseFn, t0: float) -> FrameCast:
                      t_b.reshape(shape), id_b.reshape(shape), n_b.reshape(*shape, 3), origins, dirs, times, poses)
 
 
+def _continuous_surface(scene, cast: FrameCast, pairs: np.ndarray, steps: int = 8) -> np.ndarray:
+    """(H, W-1) bool: of the adjacent-column pairs ``pairs`` (H, W-1), those whose two beams hit one continuous
+    surface (a wall at grazing incidence, a crease): ``steps - 1`` rays cast evenly between them see inverse range
+    change in steps of which none holds half the change between the two (on a plane 1/range is linear in the sine of
+    the angle to it, so the steps are even however grazing; a crease splits them between its two faces). Across a
+    gap one step holds nearly all of it."""
+    out = np.zeros(pairs.shape, bool)
+    rows, cols = np.nonzero(pairs)
+    if not len(rows):
+        return out
+    o_a, o_b = cast.origins_world[rows, cols], cast.origins_world[rows, cols + 1]
+    d_a, d_b = cast.dirs_world[rows, cols], cast.dirs_world[rows, cols + 1]
+    f = np.arange(1, steps)[:, None, None] / steps  # (steps-1, 1, 1)
+    d = (1 - f) * d_a + f * d_b
+    d /= np.linalg.norm(d, axis=2, keepdims=True)
+    t_mid = _cast(scene, ((1 - f) * o_a + f * o_b).reshape(-1, 3), d.reshape(-1, 3))[0].reshape(steps - 1, -1)
+    w = np.vstack([1.0 / cast.t_beam[rows, cols], 1.0 / t_mid, 1.0 / cast.t_beam[rows, cols + 1]])  # 1/inf = 0: a miss
+    out[rows, cols] = np.abs(np.diff(w, axis=0)).max(axis=0) < 0.5 * np.abs(w[-1] - w[0])
+    return out
+
+
 def frame_from_cast(scene, model: OS0Model, cast: FrameCast, frame_id: int, rng: np.random.Generator,
                     noise: LidarNoise) -> core.LidarFrame:
     """Apply the sensor effects to a cast and fill an ouster LidarFrame (RANGE mm, staggered)."""
@@ -279,7 +303,7 @@ def frame_from_cast(scene, model: OS0Model, cast: FrameCast, frame_id: int, rng:
     hit &= (rng_m >= noise.min_range_m) & (rng_m <= r_max)
     if noise.grazing_cos > 0:
         hit &= ~((cos_inc < noise.grazing_cos) & (rng.random((H, W)) < 1.0 - cos_inc / noise.grazing_cos))
-    # mixed pixels at horizontal depth edges (same beam, adjacent columns)
+    # mixed pixels at horizontal depth gaps (same beam, adjacent columns; not on one continuous surface)
     rng_true = np.where(hit, rng_m, np.inf)
     if noise.mixed_pixel_prob > 0:
         fin = np.isfinite(rng_true)
@@ -287,6 +311,7 @@ def frame_from_cast(scene, model: OS0Model, cast: FrameCast, frame_id: int, rng:
         a = np.where(both, rng_true[:, :-1], 0.0)
         b = np.where(both, rng_true[:, 1:], 0.0)
         edge = both & (np.abs(a - b) > noise.mixed_edge_m)
+        edge &= ~_continuous_surface(scene, cast, edge)
         edge &= rng.random(edge.shape) < noise.mixed_pixel_prob
         frac = rng.uniform(0.1, 0.9, edge.shape)
         mixed = np.minimum(a, b) + frac * np.abs(a - b)
