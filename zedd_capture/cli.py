@@ -188,16 +188,18 @@ def build_depth(
     mode: str = typer.Option("fast", "--mode", help="fast (frame-to-local-map ICP) or paper (the paper's literal loop)."),
     split: str = typer.Option("val", "--split", help="Split folder of the exported ZEDD sample."),
     mask_edges: bool = typer.Option(False, "--mask-edges", help="Mark the 1-px bands at depth edges invalid (0) in the exported depth map."),
+    settings: list[str] = typer.Option([], "--set", help="Change one build setting, name=value (a field of pointcloud.pipeline.BuildConfig; aggregate.<name> / register.<name> for the nested ones); repeatable. build_depth.json records them all."),
 ) -> None:
     """Lidar sweep -> world cloud -> registered, cleaned, projected depth map; export the ZEDD sample."""
     from .pointcloud.export import export_zedd
-    from .pointcloud.pipeline import BuildConfig
+    from .pointcloud.pipeline import BuildConfig, with_settings
     from .pointcloud.pipeline import build_depth as run
 
     r = _rig(rig)
+    config = _run_stage(with_settings, BuildConfig(mask_edge_band=mask_edges), settings)
     with _progress() as progress:
         bars = _StageBars(progress)
-        summary = _run_stage(run, r, root, scene, mode=mode, progress=bars, config=BuildConfig(mask_edge_band=mask_edges))
+        summary = _run_stage(run, r, root, scene, mode=mode, progress=bars, config=config)
         bars("export", 0, 1)
         sample = _run_stage(export_zedd, r, root, scene, summary.depth, summary.K, split=split)
         bars("export", 1, 1)

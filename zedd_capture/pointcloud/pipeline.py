@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -172,6 +172,64 @@ class BuildConfig:
                              thin_depth_rel=self.thin_depth_rel)
 
 
+def _fits(current, value) -> bool:
+    """Whether a parsed setting ``value`` may replace the field value ``current`` (None and tuples: any)."""
+    if value is None or current is None or isinstance(value, tuple) or isinstance(current, (tuple, list)):
+        return True
+    if isinstance(current, bool) or isinstance(value, bool):
+        return isinstance(current, bool) and isinstance(value, bool)
+    if isinstance(current, int):
+        return isinstance(value, int)
+    if isinstance(current, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(current))
+
+
+def with_settings(config: BuildConfig, settings: list[str] | tuple[str, ...]) -> BuildConfig:
+    """``config`` with each ``"name=value"`` of ``settings`` (a YAML value: ``spill_ratio=0.35``,
+    ``plane_radius_px=[2, 4]``, ``band_m=null``; ``aggregate.name=value`` / ``register.name=value`` for the
+    nested configs) replacing that field. Raises :class:`BuildDepthError` naming the setting: an unknown name,
+    a value of the wrong type, or one the projection's :class:`project.ZbufferConfig` rejects."""
+    import yaml
+
+    def replaced(obj, path: list[str], value, setting: str):
+        names = {f.name for f in fields(obj)}
+        if path[0] not in names:
+            raise BuildDepthError(f"build-depth: unknown setting {setting!r}: {type(obj).__name__} has no field "
+                                  f"{path[0]!r} (fields: {', '.join(sorted(names))})")
+        current = getattr(obj, path[0])
+        if is_dataclass(current):
+            if len(path) == 1:
+                raise BuildDepthError(f"build-depth: setting {setting!r}: {path[0]!r} holds settings of its own "
+                                      f"(use {path[0]}.<name>=value)")
+            return replace(obj, **{path[0]: replaced(current, path[1:], value, setting)})
+        if len(path) > 1:
+            raise BuildDepthError(f"build-depth: unknown setting {setting!r}: {path[0]!r} has no fields")
+        if isinstance(value, list) and isinstance(current, (tuple, list)):
+            value = type(current)(value)
+        elif isinstance(value, list) and isinstance(current, (int, float)) and not isinstance(current, bool):
+            value = tuple(value)  # a scalar setting that also takes one value per scale (plane_radius_px)
+        if not _fits(current, value):
+            raise BuildDepthError(f"build-depth: setting {setting!r}: {path[0]} is {type(current).__name__} "
+                                  f"({current!r}), not {type(value).__name__}")
+        return replace(obj, **{path[0]: float(value) if isinstance(current, float) and isinstance(value, int) else value})
+
+    for setting in settings:
+        name, sep, text = setting.partition("=")
+        if not sep or not name.strip():
+            raise BuildDepthError(f"build-depth: setting {setting!r} is not name=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise BuildDepthError(f"build-depth: setting {setting!r}: value is not YAML ({e})") from e
+        config = replaced(config, name.strip().split("."), value, setting)
+    try:
+        config.zbuffer_config()  # the projection's settings fail here, not after the aggregation
+    except (ValueError, TypeError) as e:
+        raise BuildDepthError(f"build-depth: settings {list(settings)}: {e}") from e
+    return config
+
+
 @dataclass
 class BuildSummary:
     scene: str
@@ -264,6 +322,7 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
     progress(stage, done, total) is called as stages advance. Raises :class:`BuildDepthError`.
     """
     cfg = config or BuildConfig()
+    cfg = with_settings(cfg, ())  # an invalid projection setting fails before the aggregation, not after
     if mode not in ("fast", "paper"):
         raise BuildDepthError(f"build-depth: unknown mode {mode!r} (fast|paper)")
     agg_cfg = AggregateConfig(**{**asdict(cfg.aggregate), "mode": mode})
