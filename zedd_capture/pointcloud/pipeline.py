@@ -223,10 +223,16 @@ def with_settings(config: BuildConfig, settings: list[str] | tuple[str, ...]) ->
         except yaml.YAMLError as e:
             raise BuildDepthError(f"build-depth: setting {setting!r}: value is not YAML ({e})") from e
         config = replaced(config, name.strip().split("."), value, setting)
+    return checked(config, f"settings {list(settings)}")
+
+
+def checked(config: BuildConfig, source: str = "config") -> BuildConfig:
+    """``config``, after checking the projection's settings (:class:`project.ZbufferConfig`): one
+    :class:`BuildDepthError` naming ``source`` and the field, before the aggregation rather than after it."""
     try:
-        config.zbuffer_config()  # the projection's settings fail here, not after the aggregation
+        config.zbuffer_config()
     except (ValueError, TypeError) as e:
-        raise BuildDepthError(f"build-depth: settings {list(settings)}: {e}") from e
+        raise BuildDepthError(f"build-depth: {source}: {e}") from e
     return config
 
 
@@ -321,8 +327,7 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
     rig: a loaded :class:`zedd_capture.rig.Rig`; mode: "fast" (default) or "paper".
     progress(stage, done, total) is called as stages advance. Raises :class:`BuildDepthError`.
     """
-    cfg = config or BuildConfig()
-    cfg = with_settings(cfg, ())  # an invalid projection setting fails before the aggregation, not after
+    cfg = checked(config or BuildConfig())
     if mode not in ("fast", "paper"):
         raise BuildDepthError(f"build-depth: unknown mode {mode!r} (fast|paper)")
     agg_cfg = AggregateConfig(**{**asdict(cfg.aggregate), "mode": mode})

@@ -13,6 +13,7 @@ All vectorised: no per-point Python loop.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Literal
 
 import cv2
@@ -308,12 +309,12 @@ def _project_for_zbuffer(points_cam, K, width, height, near_m, subpixel, point_w
     return lin, z, du, dv, wts
 
 
-def _weighted_mean(lin, z, wts, sel, n_px, fallback):
-    """(n_px,) per-pixel mean depth of the points ``sel`` (weighted by ``wts`` unless None), ``fallback`` where
-    they hold no point (no weight)."""
+def _weighted_mean(lin, z, wts, sel, n_px, fallback, counts):
+    """(n_px,) per-pixel mean depth of the points ``sel`` (weighted by ``wts`` unless None; ``counts``: their
+    number per pixel), ``fallback`` where they hold no point (no weight)."""
     if wts is None:
-        c = np.bincount(lin[sel], minlength=n_px)
-        return np.where(c > 0, np.bincount(lin[sel], weights=z[sel], minlength=n_px) / np.maximum(c, 1), fallback)
+        return np.where(counts > 0, np.bincount(lin[sel], weights=z[sel], minlength=n_px) / np.maximum(counts, 1),
+                        fallback)
     s = np.bincount(lin[sel], weights=(z * wts)[sel], minlength=n_px)
     sw = np.bincount(lin[sel], weights=wts[sel], minlength=n_px)
     return np.where(sw > 0, s / np.maximum(sw, 1e-12), fallback)
@@ -346,7 +347,7 @@ def _front_surface(lin, z, wts, width, height, cfg: ZbufferConfig):
         alive &= ~(sel & spill[lin])
         sel, cnt = clusters()
     # weighted means (view weights): the far side's points do not drag the band's centre back
-    own = _weighted_mean(lin, z, wts, sel, n_px, np.inf)
+    own = _weighted_mean(lin, z, wts, sel, n_px, np.inf, cnt)
     # then symmetric, shrinking bands around the running mean: removes the bias of the min
     # and of points behind the visible surface (flanks seen only from other lidar positions)
     cnt2 = cnt
@@ -355,7 +356,7 @@ def _front_surface(lin, z, wts, width, height, cfg: ZbufferConfig):
         half = np.float32(hw) + np.where(np.isfinite(ml), ml, 0) * np.float32(0.5 * cfg.band_rel)
         sel = alive & (np.abs(z - ml) <= half)
         c = np.bincount(lin[sel], minlength=n_px)
-        own = _weighted_mean(lin, z, wts, sel, n_px, own)
+        own = _weighted_mean(lin, z, wts, sel, n_px, own, c)
         cnt2 = np.where(c > 0, c, cnt2)
     return np.where(cnt >= need, own, np.inf).astype(np.float32), near, cnt2, alive
 
@@ -842,8 +843,7 @@ def fit_planes_multiscale(lin, z, du, dv, init, width, height, radii, sigmas, ic
     hi = np.full(len(init), np.inf)
     agree = np.ones(len(init), bool)
     depth = planes = None
-    for i in range(len(scales)):
-        d, pl, se = corrected(widest if i == len(scales) - 1 else fit(*scales[i]))[:3]
+    for d, pl, se in map(corrected, chain((fit(*rs) for rs in scales[:-1]), [widest])):
         with np.errstate(invalid="ignore"):  # inf - inf where a pixel has no fit
             lo = np.maximum(lo, d - ici_k * se)
             hi = np.minimum(hi, d + ici_k * se)

@@ -311,8 +311,8 @@ def frame_from_cast(scene, model: OS0Model, cast: FrameCast, frame_id: int, rng:
         a = np.where(both, rng_true[:, :-1], 0.0)
         b = np.where(both, rng_true[:, 1:], 0.0)
         edge = both & (np.abs(a - b) > noise.mixed_edge_m)
-        edge &= ~_continuous_surface(scene, cast, edge)
         edge &= rng.random(edge.shape) < noise.mixed_pixel_prob
+        edge &= ~_continuous_surface(scene, cast, edge)  # after the draw: only the pairs that would mix are cast
         frac = rng.uniform(0.1, 0.9, edge.shape)
         mixed = np.minimum(a, b) + frac * np.abs(a - b)
         far_is_b = b > a
