@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from zedd_capture.pointcloud.edge_snap import near_speckle_points, partial_edge_points, snap_edge_points, speckle_pixels
+from zedd_capture.pointcloud.edge_snap import (near_speckle_points, partial_edge_points, slide_along_rays, snap_edge_points,
+                                              speckle_pixels)
 from zedd_capture.pointcloud.pipeline import BuildConfig
 from zedd_capture.pointcloud.project import depth_edge_band, zbuffer
 
@@ -223,3 +224,52 @@ def test_front_surface_points_that_no_plane_explains_stay():
     n = len(pts)
     assert keep[n:n + len(rows)].all() and np.array_equal(snapped[n:n + len(rows)], lip)
     assert not keep[n + len(rows):].any()
+
+
+def test_points_slide_along_their_sensor_rays_to_their_own_pixel_and_keep_their_offset():
+    # a wall at ~1.5 m turned 22 deg about the vertical, measured from a sensor 0.8 m to the right of the camera (rays
+    # ~28 deg off the camera's): 2 cm range noise moves a point ~1.6 px sideways in the image
+    rng = np.random.default_rng(5)
+    normal = np.array([0.4, 0.1, -1.0]) / np.linalg.norm([0.4, 0.1, -1.0])
+    x0 = np.array([0.0, 0.0, 1.5])
+    u, v = np.meshgrid(np.arange(W), np.arange(H))
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones(u.shape)], axis=-1)
+    depth = (normal @ x0 / (rays @ normal)).astype(np.float32)  # the first map: exact
+    n = 20000
+    pu, pv = rng.uniform(10, W - 10, n), rng.uniform(10, H - 10, n)
+    r = np.c_[(pu - K[0, 2]) / K[0, 0], (pv - K[1, 2]) / K[1, 1], np.ones(n)]
+    true = r * (normal @ x0 / (r @ normal))[:, None]
+    sensor = np.array([[0.8, 0.0, 0.0]])
+    ray = (true - sensor) / np.linalg.norm(true - sensor, axis=1, keepdims=True)
+    noise = rng.normal(0, 0.02, n)
+    pts = (true + noise[:, None] * ray).astype(np.float32)
+    moved = slide_along_rays(pts, sensor, np.zeros(n, np.int64), depth, K)
+
+    def pixel_error(p):
+        return np.hypot(_u(p) - pu, p[:, 1] / p[:, 2] * K[1, 1] + K[1, 2] - pv)
+
+    # within the defaults' 3 cm along the ray (max_move_m) and 2 % of the depth along the camera ray (front_gate_rel)
+    slid = np.abs(noise) <= 0.024
+    assert np.median(pixel_error(pts)[slid]) > 0.6  # 0.75 px before (its sideways share of the noise)
+    assert np.median(pixel_error(moved)[slid]) < 0.01 and pixel_error(moved)[slid].max() < 0.05
+    # the offset along the surface normal (what a plane fit reads as noise) is the range noise's, as before
+    np.testing.assert_allclose((moved[slid] - true[slid]) @ normal, noise[slid] * (ray[slid] @ normal), atol=2e-5)
+    far = np.abs(noise) > 0.03
+    assert np.array_equal(moved[far], pts[far]) and far.sum() > 50
+
+
+def test_points_at_edges_and_behind_the_surface_do_not_slide():
+    pts, sensors, frames, truth = _board_scene(np.random.default_rng(3))
+    first = _project(pts)
+    moved = slide_along_rays(pts, sensors, frames, first, K)
+    changed = np.any(moved != pts, axis=1)
+    u, v = np.rint(_u(pts)).astype(int), np.rint(pts[:, 1] / pts[:, 2] * K[1, 1] + K[1, 2]).astype(int)
+    inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    u, v = np.clip(u, 0, W - 1), np.clip(v, 0, H - 1)
+    near_edge = cv2.dilate(depth_edge_band(first).astype(np.uint8), np.ones((3, 3), np.uint8))[v, u] > 0
+    behind = pts[:, 2] > 1.05 * first[v, u]  # the wall behind the board
+    assert changed[inside & ~near_edge & ~behind].mean() > 0.9
+    assert not changed[inside & near_edge].any() and not changed[inside & behind].any()
+    assert (inside & behind).sum() > 1000
+    with pytest.raises(ValueError, match="frame_index"):
+        slide_along_rays(pts, sensors, frames[:-1], first, K)

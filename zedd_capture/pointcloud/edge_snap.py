@@ -11,6 +11,12 @@ sensor ray onto the nearest of the planes within ``radius_px`` of its pixel: a s
 onto its own surface, where the ray meets it. A point that no plane explains within ``max_move_m`` is
 dropped (a mixed return, a far noise tail). The projection is then run again on the result.
 
+:func:`slide_along_rays` does the same for the points away from the edges, without losing their noise: each slides
+along its sensor ray to where the ray meets the first map's surface (where it was measured, up to the noise along
+the surface) and then along the camera ray through that point by its distance from the surface. A plane fit to the
+points then sees each one at the right pixel: on a curved surface such as the near pole (0.8 mm pixels at 0.5 m,
+sweep rays 20-40 deg off the camera's) the sideways shift of 1 cm range noise is 4-8 px.
+
 :func:`partial_edge_points` then finds the pixels on the near side of a depth edge that the near surface covers
 less than half of: their centre rays see the surface behind. A straight edge through a pixel's centre splits the
 pixel into two equal halves, so a near surface covers the centre exactly when it covers more than half of the
@@ -109,6 +115,66 @@ def snap_edge_points(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, f
              & (similar.ravel()[lin] >= front_min_similar))
     keep[idx[~moved & ~front]] = False
     return out, keep
+
+
+def slide_along_rays(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, frame_index: np.ndarray,
+                     depth: np.ndarray, K: np.ndarray, zone_px: int = 1, max_move_m: float = 0.03,
+                     jump_rel: float = 0.05, front_gate_rel: float = 0.02, iterations: int = 3) -> np.ndarray:
+    """(N, 3) float32: ``points_cam`` (camera frame, m) with each point of a pixel of ``depth`` (m, 0 = invalid)
+    farther than ``zone_px`` from its depth edges (project.depth_edge_band) and within ``front_gate_rel`` x depth
+    of it moved to where its ray from its sensor position (``sensor_positions_cam[frame_index]``) meets the map's
+    surface, then along the camera ray through that point by the point's distance from the surface (its offset
+    along the surface normal is kept; for a plane the move only undoes the sideways shift of its range noise).
+    The surface is the tangent plane of the pixel the intersection lands in (``iterations`` times from the point's
+    own pixel; planes.pixel_planes); points whose ray meets it more than ``max_move_m`` away, or lands on an edge
+    pixel, or more than 1 px from the last plane's pixel, stay where they are. Twin, after edge snapping, within
+    0.5 % / AbsRel of the best 99 %: kitchen01 98.42 -> 98.49 % / 0.048 -> 0.047 %, kitchen02 97.87 -> 97.90 /
+    0.056 -> 0.054, office03 97.49 -> 97.56 / 0.136 -> 0.133, hallway02 97.83 -> 97.89 / 0.081 -> 0.079."""
+    P = np.asarray(points_cam, dtype=np.float32)
+    frame_index = np.asarray(frame_index)
+    if P.ndim != 2 or P.shape[1] != 3 or frame_index.shape != (len(P),):
+        raise ValueError(f"points {P.shape} must be (N, 3) and frame_index {frame_index.shape} (N,)")
+    H, W = depth.shape
+    size = 2 * zone_px + 1
+    edge = cv2.dilate(depth_edge_band(depth, jump_rel).astype(np.uint8), np.ones((size, size), np.uint8)) > 0
+    plane_pt, plane_n = (a.reshape(-1, 3) for a in pixel_planes(depth, K, jump_rel))
+    usable = ~(edge | ~(depth > 0)).ravel() & np.isfinite(plane_pt[:, 0])
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    lin, z, idx = project_points(P, K, W, H, index=True)
+    shown = depth.ravel()[lin]
+    sel = usable[lin] & (np.abs(z - shown) <= front_gate_rel * shown)
+    lin, idx = lin[sel], idx[sel]
+    out = P.copy()
+    if idx.size == 0:
+        return out
+    p = P[idx]
+    ray = p - np.asarray(sensor_positions_cam, dtype=np.float32)[frame_index[idx]]
+    ray /= np.linalg.norm(ray, axis=1, keepdims=True)
+
+    def meet(pix):  # (distance along the ray to the tangent plane of pixel pix, the point there, its u, v)
+        n = plane_n[pix]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.einsum("ij,ij->i", n, plane_pt[pix] - p) / np.einsum("ij,ij->i", n, ray)
+            q = p + s[:, None] * ray
+            return s, q, q[:, 0] / q[:, 2] * fx + cx, q[:, 1] / q[:, 2] * fy + cy
+
+    pix = lin
+    for _ in range(iterations):
+        s, q, qu, qv = meet(pix)
+        ok = (q[:, 2] > 0) & (qu > -0.5) & (qu < W - 0.5) & (qv > -0.5) & (qv < H - 0.5)  # False where nan
+        landed = np.where(ok, np.rint(np.where(ok, qv, 0)).astype(np.intp) * W
+                          + np.rint(np.where(ok, qu, 0)).astype(np.intp), pix)
+        pix = np.where(ok & usable[landed], landed, pix)
+    s, q, qu, qv = meet(pix)
+    n = plane_n[pix]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cam_ray = q / np.linalg.norm(q, axis=1, keepdims=True)
+        along = -s * np.einsum("ij,ij->i", n, ray) / np.einsum("ij,ij->i", n, cam_ray)  # the point's normal offset
+        moved = q + along[:, None] * cam_ray
+    move = (np.isfinite(moved).all(axis=1) & (np.abs(s) <= max_move_m) & (np.abs(qu - pix % W) <= 1.0)
+            & (np.abs(qv - pix // W) <= 1.0))
+    out[idx[move]] = moved[move]
+    return out
 
 
 def partial_edge_points(points_cam: np.ndarray, weights: np.ndarray | None, depth: np.ndarray, K: np.ndarray,
