@@ -33,6 +33,9 @@ def test_settings_replace_fields_with_typed_values():
     (["spill_ratio"], "setting 'spill_ratio' is not name=value"),
     (["spill_ratio=-1"], "ZbufferConfig.spill_ratio = -1.0: must be >= 0"),
     (["plane_radius_px=[2, 4, 8]", "plane_sigma_px=[1.0]"], "ZbufferConfig.plane_sigma_px"),
+    (["slide_zone_px=-1"], "BuildConfig.slide_zone_px = -1: must be a finite number >= 0"),
+    (["edge_snap_max_m=.nan"], "BuildConfig.edge_snap_max_m = nan: must be a finite number >= 0"),
+    (["projection_width_px=0"], "BuildConfig.projection_width_px = 0: must be > 0"),
 ])
 def test_bad_settings_are_one_error_naming_the_setting(settings, message):
     with pytest.raises(BuildDepthError) as err:

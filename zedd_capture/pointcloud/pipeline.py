@@ -238,13 +238,26 @@ def with_settings(config: BuildConfig, settings: list[str] | tuple[str, ...]) ->
     return checked(config, f"settings {list(settings)}")
 
 
+_POSITIVE_WHEN_SET = ("projection_width_px", "max_frames", "splat_radius_px")
+
+
 def checked(config: BuildConfig, source: str = "config") -> BuildConfig:
-    """``config``, after checking the projection's settings (:class:`project.ZbufferConfig`): one
-    :class:`BuildDepthError` naming ``source`` and the field, before the aggregation rather than after it."""
+    """``config``, after checking the projection's settings (:class:`project.ZbufferConfig`) and that every other
+    number of it is finite and >= 0 (``projection_width_px``, ``max_frames`` and ``splat_radius_px`` > 0 when
+    set): one :class:`BuildDepthError` naming ``source`` and the field, before the aggregation rather than after
+    it."""
     try:
         config.zbuffer_config()
     except (ValueError, TypeError) as e:
         raise BuildDepthError(f"build-depth: {source}: {e}") from e
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # None, tuples (checked by ZbufferConfig), nested configs, flags
+        low = 1 if f.name in _POSITIVE_WHEN_SET else 0
+        if not np.isfinite(value) or value < low:
+            raise BuildDepthError(f"build-depth: {source}: BuildConfig.{f.name} = {value!r}: must be "
+                                  f"{'> 0' if low else 'a finite number >= 0'}")
     return config
 
 
