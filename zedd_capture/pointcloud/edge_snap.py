@@ -138,7 +138,7 @@ def slide_along_rays(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, f
     size = 2 * zone_px + 1
     edge = cv2.dilate(depth_edge_band(depth, jump_rel).astype(np.uint8), np.ones((size, size), np.uint8)) > 0
     plane_pt, plane_n = (a.reshape(-1, 3) for a in pixel_planes(depth, K, jump_rel))
-    usable = ~(edge | ~(depth > 0)).ravel() & np.isfinite(plane_pt[:, 0])
+    usable = (~edge & (depth > 0)).ravel() & np.isfinite(plane_pt[:, 0])
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     lin, z, idx = project_points(P, K, W, H, index=True)
     shown = depth.ravel()[lin]
