@@ -40,6 +40,28 @@ from .project import _shift_fill, _window_offsets, depth_edge_band, project_poin
 _NO_DEPTH = -32768  # int16 code of an empty pixel for cv2.filterSpeckles
 
 
+def _points_with_frames(points_cam: np.ndarray, frame_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(points (N, 3) float32, frame index (N,)), or a ValueError naming both shapes."""
+    P = np.asarray(points_cam, dtype=np.float32)
+    frame_index = np.asarray(frame_index)
+    if P.ndim != 2 or P.shape[1] != 3 or frame_index.shape != (len(P),):
+        raise ValueError(f"points {P.shape} must be (N, 3) and frame_index {frame_index.shape} (N,)")
+    return P, frame_index
+
+
+def _sensor_rays(points: np.ndarray, sensor_positions_cam: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """(N, 3) float32 unit directions from each point's sensor position (``sensor_positions_cam[frames]``) to it."""
+    ray = points - np.asarray(sensor_positions_cam, dtype=np.float32)[frames]
+    ray /= np.linalg.norm(ray, axis=1, keepdims=True)
+    return ray
+
+
+def _within(mask: np.ndarray, px: int) -> np.ndarray:
+    """(H, W) bool: the pixels within ``px`` (square neighbourhood) of a True pixel of ``mask``."""
+    size = 2 * px + 1
+    return cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)) > 0
+
+
 def snap_edge_points(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, frame_index: np.ndarray,
                      depth: np.ndarray, K: np.ndarray, zone_px: int = 3, radius_px: int = 4,
                      max_move_m: float = 0.03, jump_rel: float = 0.05, land_px: float = 2.5,
@@ -62,14 +84,10 @@ def snap_edge_points(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, f
     pixels inside lands near it, and without it the rim pixels read the wall behind. Twin, within 0.5 % /
     AbsRel: kitchen01 97.78 -> 97.89 % / 1.25 -> 1.05 %, office03 97.00 -> 97.08 % / 2.94 -> 2.47 %. All
     other points are returned unchanged and kept."""
-    P = np.asarray(points_cam, dtype=np.float32)
-    frame_index = np.asarray(frame_index)
-    if P.ndim != 2 or P.shape[1] != 3 or frame_index.shape != (len(P),):
-        raise ValueError(f"points {P.shape} must be (N, 3) and frame_index {frame_index.shape} (N,)")
+    P, frame_index = _points_with_frames(points_cam, frame_index)
     H, W = depth.shape
     band = depth_edge_band(depth, jump_rel)
-    size = 2 * zone_px + 1
-    zone = cv2.dilate(band.astype(np.uint8), np.ones((size, size), np.uint8)) > 0
+    zone = _within(band, zone_px)
     plane_pt, plane_n = pixel_planes(depth, K, jump_rel)
     plane_pt[band] = np.nan  # edge pixels: which surface they show is what is in question
     fx, fy, cx, cy = (np.float32(x) for x in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
@@ -81,8 +99,7 @@ def snap_edge_points(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, f
     if idx.size == 0:
         return out, keep
     p = P[idx]
-    ray = p - np.asarray(sensor_positions_cam, dtype=np.float32)[frame_index[idx]]
-    ray /= np.linalg.norm(ray, axis=1, keepdims=True)
+    ray = _sensor_rays(p, sensor_positions_cam, frame_index[idx])
     pu, pv = (lin % W).astype(np.intp), (lin // W).astype(np.intp)
     best = np.full(len(idx), np.inf, dtype=np.float32)
     r2 = radius_px * radius_px
@@ -130,13 +147,9 @@ def slide_along_rays(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, f
     pixel, or more than 1 px from the last plane's pixel, stay where they are. Twin, after edge snapping, within
     0.5 % / AbsRel of the best 99 %: kitchen01 98.42 -> 98.49 % / 0.048 -> 0.047 %, kitchen02 97.87 -> 97.90 /
     0.056 -> 0.054, office03 97.49 -> 97.56 / 0.136 -> 0.133, hallway02 97.83 -> 97.89 / 0.081 -> 0.079."""
-    P = np.asarray(points_cam, dtype=np.float32)
-    frame_index = np.asarray(frame_index)
-    if P.ndim != 2 or P.shape[1] != 3 or frame_index.shape != (len(P),):
-        raise ValueError(f"points {P.shape} must be (N, 3) and frame_index {frame_index.shape} (N,)")
+    P, frame_index = _points_with_frames(points_cam, frame_index)
     H, W = depth.shape
-    size = 2 * zone_px + 1
-    edge = cv2.dilate(depth_edge_band(depth, jump_rel).astype(np.uint8), np.ones((size, size), np.uint8)) > 0
+    edge = _within(depth_edge_band(depth, jump_rel), zone_px)
     plane_pt, plane_n = (a.reshape(-1, 3) for a in pixel_planes(depth, K, jump_rel))
     usable = (~edge & (depth > 0)).ravel() & np.isfinite(plane_pt[:, 0])
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
@@ -148,8 +161,7 @@ def slide_along_rays(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, f
     if idx.size == 0:
         return out
     p = P[idx]
-    ray = p - np.asarray(sensor_positions_cam, dtype=np.float32)[frame_index[idx]]
-    ray /= np.linalg.norm(ray, axis=1, keepdims=True)
+    ray = _sensor_rays(p, sensor_positions_cam, frame_index[idx])
 
     def meet(pix):  # (distance along the ray to the tangent plane of pixel pix, the point there, its u, v)
         n = plane_n[pix]

@@ -510,7 +510,6 @@ def project_depth(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, fram
                                        jump_rel=cfg.edge_band_jump_rel)
             slid = int(np.count_nonzero(np.any(slid_pc != snapped_pc, axis=1)))
             snapped_pc = slid_pc
-            del slid_pc
         dropped = int(len(pc) - np.count_nonzero(keep))
         pc, kept_frames = snapped_pc[keep], frame_index[keep]
         del snapped_pc, keep
