@@ -17,7 +17,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from zedd_capture.geometry import read_tum
 from zedd_capture.layout import CalibrationLayout, SceneLayout, format_image_name
 from zedd_capture.pointcloud.export import ExportError, export_zedd
-from zedd_capture.pointcloud.pipeline import BuildDepthError, build_depth
+from zedd_capture.pointcloud.pipeline import BuildDepthError, build_depth, read_ply
 from zedd_capture.rig import load_rig
 from zedd_capture.validate import validate_zedd_root
 
@@ -61,16 +61,6 @@ def _record(root: Path, scene: str, rig, static_scene: str | None = None) -> Pat
     return hidden
 
 
-def _read_ply(path: Path) -> np.ndarray:
-    """The vertex records of a binary little-endian all-float32 PLY."""
-    with open(path, "rb") as f:
-        header = b""
-        while not header.endswith(b"end_header\n"):
-            header += f.readline()
-        props = [ln.split()[-1] for ln in header.decode().splitlines() if ln.startswith("property")]
-        return np.frombuffer(f.read(), dtype=[(p, "<f4") for p in props])
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("twin")
@@ -78,6 +68,8 @@ def built(tmp_path_factory):
     truth = _record(root, SCENE, rig)
     stages = []
     summary = build_depth(rig, root, SCENE, progress=lambda s, d, n: stages.append(s))
+    # the default build's work files, before tests rebuild with other settings into the same folder
+    shutil.copytree(SceneLayout(root, SCENE).work_dir, root.parent / f"{root.name}_default_work")
     return root, rig, truth, summary, stages
 
 
@@ -180,8 +172,8 @@ def test_the_view_cloud_holds_every_frame_when_the_world_cloud_holds_every_secon
 
     root, rig, truth, s, _ = built
     L = SceneLayout(root, SCENE)
-    view = _read_ply(L.view_cloud_path)
-    assert len(view) == s.stats["view"]["points"] < s.points
+    view = read_ply(L.view_cloud_path)
+    assert len(view["x"]) == s.stats["view"]["points"] < s.points
     assert set(np.unique(view["frame"]).astype(int)) == set(range(N_FRAMES + 1))  # + the static frame
     W, H = rig.depth_map.width_px, rig.depth_map.height_px
     pts = np.stack([view["x"], view["y"], view["z"]], 1)
@@ -215,8 +207,8 @@ def test_world_cloud_records_the_measuring_frame(built):
     # (N_FRAMES: the static frame), so each point's sensor origin is that frame's trajectory position
     root, _, _, s, _ = built
     L = SceneLayout(root, SCENE)
-    rec = _read_ply(L.world_cloud_path)
-    assert rec.dtype.names == ("x", "y", "z", "range", "frame") and len(rec) == s.points
+    rec = read_ply(L.world_cloud_path)
+    assert tuple(rec) == ("x", "y", "z", "range", "frame") and len(rec["x"]) == s.points
     fr = rec["frame"].astype(np.int64)
     assert np.array_equal(fr, rec["frame"]) and fr.min() == 0 and fr.max() == N_FRAMES
     _, poses = read_tum(L.trajectory_path)
@@ -270,3 +262,89 @@ def test_static_frame_of_another_scene_fails_registration(tmp_path):
     _record(tmp_path / "root", SCENE, rig, static_scene="garden03")
     with pytest.raises(BuildDepthError, match=r"\[register\]"):
         build_depth(rig, tmp_path / "root", SCENE)
+
+
+def _copy_build(root: Path, rig, dest: Path) -> Path:
+    """A root holding the built scene's raw data, calibration and the default build's work files (a reprojection
+    rewrites the log)."""
+    L, D = SceneLayout(root, SCENE), SceneLayout(dest, SCENE)
+    shutil.copytree(L.raw_dir, D.raw_dir)
+    shutil.copytree(root.parent / f"{root.name}_default_work", D.work_dir)
+    shutil.copytree(CalibrationLayout(root, rig.name).dir, CalibrationLayout(dest, rig.name).dir)
+    return dest
+
+
+def test_reproject_rebuilds_the_projection_from_the_work_files(built, tmp_path):
+    import json
+
+    from zedd_capture.pointcloud.pipeline import BuildConfig
+    from zedd_capture.pointcloud.project import depth_edge_band
+    from zedd_capture.pointcloud.reproject import reproject
+
+    root, rig, _, s, _ = built
+    copy = _copy_build(root, rig, tmp_path / "copy")
+    again = reproject(rig, copy, SCENE)
+    # the same cloud, sensor positions and rays as the build (poses read back from trajectory.tum, 1e-9 m digits)
+    assert again.depth.shape == s.depth.shape
+    assert np.mean(again.depth == s.depth) > 0.999
+    assert np.abs(again.depth - s.depth).max() < 1e-4
+    assert again.frames == s.frames and again.points == s.points
+    assert again.stats["free_space"]["carved_pixels"] == s.stats["free_space"]["carved_pixels"]
+    # a projection setting acts, and the rewritten log records it
+    masked = reproject(rig, copy, SCENE, BuildConfig(mask_edge_band=True))
+    band = depth_edge_band(again.depth)
+    assert band.any() and np.all(masked.depth[band] == 0)
+    np.testing.assert_array_equal(masked.depth[~band], again.depth[~band])
+    logged = json.loads(SceneLayout(copy, SCENE).build_log_path.read_text())
+    assert logged["stats"]["config"]["mask_edge_band"] is True and "reprojected" in logged["stats"]
+    assert logged["coverage"] == pytest.approx(float((masked.depth > 0).mean()))
+
+
+def test_reproject_applies_cleanup_regions_added_after_the_build(built, tmp_path):
+    import yaml
+
+    from zedd_capture.pointcloud.reproject import reproject
+
+    root, rig, _, s, _ = built
+    copy = _copy_build(root, rig, tmp_path / "copy")
+    W, H = rig.depth_map.width_px, rig.depth_map.height_px
+    SceneLayout(copy, SCENE).cleanup_path.write_text(yaml.safe_dump({"regions": [
+        {"name": "near", "type": "polygon", "image_size": [W, H], "polygon": [[0, 0], [W, 0], [W, H], [0, H]],
+         "depth_m": [0.0, 1.0]}]}))
+    cleaned = reproject(rig, copy, SCENE).depth
+    near = (s.depth > 0) & (s.depth < 0.9)
+    far = s.depth > 1.5
+    assert near.sum() > 100  # the twin kitchen's near pole
+    # the near surface is gone: those pixels now read what lies behind it, or nothing
+    assert np.all(cleaned[near] == 0) or np.mean((cleaned[near] == 0) | (cleaned[near] > 1.0)) > 0.95
+    from scipy.ndimage import binary_dilation
+
+    away = far & ~binary_dilation(near, iterations=10)  # beyond the plane fits' reach from the removed surface
+    assert np.mean(np.abs(cleaned[away] - s.depth[away]) <= 1e-3 * s.depth[away]) > 0.97
+
+
+def test_reproject_refuses_other_upstream_settings_and_names_missing_files(built, tmp_path):
+    from zedd_capture.pointcloud.pipeline import AggregateConfig, BuildConfig
+    from zedd_capture.pointcloud.reproject import reproject
+
+    root, rig, _, _, _ = built
+    copy = _copy_build(root, rig, tmp_path / "copy")
+    L = SceneLayout(copy, SCENE)
+    with pytest.raises(BuildDepthError, match=r"aggregate\.k = 5 \(the build's: 7\)"):
+        reproject(rig, copy, SCENE, BuildConfig(aggregate=AggregateConfig(k=5)))
+    with pytest.raises(BuildDepthError, match=r"mode = 'paper' \(the build's: 'fast'\)"):
+        reproject(rig, copy, SCENE, mode="paper")
+    data = L.view_cloud_path.read_bytes()
+    L.view_cloud_path.write_bytes(data[:-100])
+    with pytest.raises(BuildDepthError, match=r"view_cloud\.ply: .*cut short"):
+        reproject(rig, copy, SCENE)
+    L.view_cloud_path.write_bytes(b"not a ply\n")
+    with pytest.raises(BuildDepthError, match=r"view_cloud\.ply: not a PLY"):
+        reproject(rig, copy, SCENE)
+    L.build_log_path.write_text("{")
+    with pytest.raises(BuildDepthError, match=r"build_depth\.json: not a build-depth log"):
+        reproject(rig, copy, SCENE)
+    L.build_log_path.unlink()
+    with pytest.raises(BuildDepthError, match=r"build_depth\.json: missing: run zedd build-depth"):
+        reproject(rig, copy, SCENE)
+    assert not L.zedd_root.exists()

@@ -189,6 +189,7 @@ def build_depth(
     split: str = typer.Option("val", "--split", help="Split folder of the exported ZEDD sample."),
     mask_edges: bool = typer.Option(False, "--mask-edges", help="Mark the 1-px bands at depth edges invalid (0) in the exported depth map."),
     settings: list[str] = typer.Option([], "--set", help="Change one build setting, name=value (a field of pointcloud.pipeline.BuildConfig; aggregate.<name> / register.<name> for the nested ones); repeatable. build_depth.json records them all."),
+    reproject: bool = typer.Option(False, "--reproject", help="Run only the projection again, from the last build's work/ files (new projection settings or cleanup regions; seconds instead of minutes). Settings of the earlier stages must be the build's."),
 ) -> None:
     """Lidar sweep -> world cloud -> registered, cleaned, projected depth map; export the ZEDD sample."""
     from .pointcloud.export import export_zedd
@@ -199,11 +200,16 @@ def build_depth(
     config = _run_stage(with_settings, BuildConfig(mask_edge_band=mask_edges), settings)
     with _progress() as progress:
         bars = _StageBars(progress)
-        summary = _run_stage(run, r, root, scene, mode=mode, progress=bars, config=config)
+        if reproject:
+            from .pointcloud.reproject import reproject as rerun
+
+            summary = _run_stage(rerun, r, root, scene, config=config, mode=mode, progress=bars)
+        else:
+            summary = _run_stage(run, r, root, scene, mode=mode, progress=bars, config=config)
         bars("export", 0, 1)
         sample = _run_stage(export_zedd, r, root, scene, summary.depth, summary.K, split=split)
         bars("export", 1, 1)
-    t = Table(title=f"build-depth {scene} ({mode})", show_header=False)
+    t = Table(title=f"build-depth {scene} ({summary.mode}{', reprojected' if reproject else ''})", show_header=False)
     t.add_row("frames", str(summary.frames))
     t.add_row("points in world cloud", f"{summary.points:,}")
     if summary.stats.get("view"):

@@ -330,6 +330,38 @@ def write_ply(path: Path, points: np.ndarray, ranges: np.ndarray | None = None, 
         f.write(rec.tobytes())
 
 
+def read_ply(path: Path) -> dict[str, np.ndarray]:
+    """The vertex properties of a PLY that :func:`write_ply` wrote (binary little-endian, all float32), by name.
+    Raises :class:`BuildDepthError` naming the file when it is missing, not such a PLY, or cut short."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            header = []
+            while True:
+                line = f.readline()
+                if not line or len(header) > 64:
+                    raise BuildDepthError(f"{path}: not a PLY written by build-depth (no end_header)")
+                text = line.decode("ascii", "replace").strip()
+                header.append(text)
+                if text == "end_header":
+                    break
+            data = f.read()
+    except OSError as e:
+        raise BuildDepthError(f"{path}: cannot read the point cloud ({e.strerror or e})") from None
+    if header[0] != "ply" or "format binary_little_endian 1.0" not in header:
+        raise BuildDepthError(f"{path}: not a binary little-endian PLY written by build-depth")
+    count = next((int(h.split()[2]) for h in header if h.startswith("element vertex")), None)
+    props = [h.split() for h in header if h.startswith("property")]
+    if count is None or not props or any(p[1] != "float" for p in props):
+        raise BuildDepthError(f"{path}: build-depth's PLYs hold float32 vertex properties only")
+    dtype = np.dtype([(p[2], "<f4") for p in props])
+    if len(data) != count * dtype.itemsize:
+        raise BuildDepthError(f"{path}: {len(data)} bytes of vertex data, {count} vertices need "
+                              f"{count * dtype.itemsize} (file cut short?)")
+    rec = np.frombuffer(data, dtype=dtype)
+    return {name: rec[name] for name in dtype.names}
+
+
 def _stage(name: str):
     class _Ctx:
         def __enter__(self):
