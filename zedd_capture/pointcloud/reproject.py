@@ -42,6 +42,8 @@ class ProjectionInputs:
     T_world_camera: np.ndarray  # 4x4
     rays: SweepRays | None  # the sweep's returns (world frame) for the free-space test; None when not asked for
     build_log: dict  # the build's build_depth.json
+    cleanup_removed: dict  # points removed now by region name (regions of work/cleanup.yaml; the build's clouds are
+    # already clean of those it had)
 
 
 def read_build_log(root: Path, scene: str) -> dict:
@@ -95,8 +97,9 @@ def load_projection_inputs(rig, root: Path, scene: str, with_rays: bool = True,
     points_w = np.stack([ply["x"], ply["y"], ply["z"]], axis=1)
     W, H = rig.depth_map.width_px, rig.depth_map.height_px
     regions = load_regions(layout.cleanup_path)
+    removed = {}
     if regions:  # the build's clouds are already cleaned; regions added since then act now
-        keep, _ = cleanup_mask(points_w, regions, T_camera_world, K, (W, H), invert(T_world_static))
+        keep, removed = cleanup_mask(points_w, regions, T_camera_world, K, (W, H), invert(T_world_static))
         points_w, frame_index = points_w[keep], frame_index[keep]
     R, t = T_camera_world[:3, :3].astype(np.float32), T_camera_world[:3, 3].astype(np.float32)
     origins_w = np.vstack([poses[:, :3, 3], T_world_static[None, :3, 3]]).astype(np.float32)
@@ -117,7 +120,7 @@ def load_projection_inputs(rig, root: Path, scene: str, with_rays: bool = True,
                           sweep.ray_offsets)
     return ProjectionInputs(points_cam=points_w @ R.T + t, sensor_positions_cam=origins_w @ R.T + t,
                             frame_index=frame_index, K=K, width=W, height=H, T_world_camera=invert(T_camera_world),
-                            rays=rays, build_log=build_log)
+                            rays=rays, build_log=build_log, cleanup_removed=removed)
 
 
 def _differences(now: dict, logged: dict, keys, prefix: str = ""):
@@ -160,16 +163,20 @@ def reproject(rig, root: Path, scene: str, config: BuildConfig | None = None, mo
                                          progress=lambda d, n: report("project", d, n), rays=inputs.rays,
                                          T_world_camera=inputs.T_world_camera)
     timings["project"] = time.perf_counter() - t1
-    log = build_log
-    counts = dict(frames=int(log["frames"]), points=int(log["points"]), fitness=float(log["fitness"]),
-                  rmse_m=float(log["rmse_m"]))
-    stats = {**log["stats"], **project_stats, "splat_radius_px": radius,
+    counts = dict(frames=int(build_log["frames"]), points=int(build_log["points"]),
+                  fitness=float(build_log["fitness"]), rmse_m=float(build_log["rmse_m"]))
+    earlier = build_log["stats"].get("reprojected") or {}
+    stats = {**build_log["stats"], **project_stats, "splat_radius_px": radius,
              "config": {**asdict(cfg), "splat_radius_px": radius},
-             "reprojected": {"build_timings_s": log.get("timings_s", {})}}
+             "reprojected": {"build_timings_s": earlier.get("build_timings_s", build_log.get("timings_s", {})),
+                             "cleanup_removed": inputs.cleanup_removed}}
+    if stats.get("view"):
+        stats["view"] = {**stats["view"], "points": int(len(inputs.points_cam))}
     summary = BuildSummary(scene=scene, mode=mode, depth=depth, K=inputs.K,
                            **counts, coverage=float((depth > 0).mean()), timings_s=timings,
-                           T_camera_world=np.asarray(log["T_camera_world"]),
-                           T_world_static=np.asarray(log["T_world_static"]), warnings=list(log.get("warnings", [])),
+                           T_camera_world=np.asarray(build_log["T_camera_world"]),
+                           T_world_static=np.asarray(build_log["T_world_static"]),
+                           warnings=list(build_log.get("warnings", [])),
                            stats=stats)
     report("write", 0, 1)
     atomic_write_json(layout.build_log_path, json.loads(json.dumps(summary.log_dict(), default=_json_default)))
