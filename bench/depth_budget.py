@@ -31,7 +31,7 @@ from scipy.ndimage import binary_dilation
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zedd_capture.layout import CalibrationLayout, SceneLayout  # noqa: E402
-from zedd_capture.pointcloud.pipeline import BuildConfig, project_depth  # noqa: E402
+from zedd_capture.pointcloud.pipeline import BuildConfig, project_depth, splat_radius  # noqa: E402
 from zedd_capture.pointcloud.project import depth_edge_band  # noqa: E402
 from zedd_capture.pointcloud.reproject import load_projection_inputs  # noqa: E402
 from zedd_capture.rig import load_rig  # noqa: E402
@@ -109,7 +109,7 @@ def main() -> None:
     inputs = load_projection_inputs(rig, root, a.scene)
     print(f"read the build's projection inputs: {len(inputs.points_cam):,} points ({time.perf_counter() - t0:.1f} s)")
     cfg = BuildConfig()
-    radius = rig.depth_map.splat_radius_px
+    radius = splat_radius(rig, cfg)
     W, H, K = inputs.width, inputs.height, inputs.K
 
     def project(points, sensors, frames, rays=None, T_world_camera=None):

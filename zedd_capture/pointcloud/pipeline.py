@@ -286,6 +286,10 @@ class BuildSummary:
             d[k] = np.asarray(d[k]).tolist()
         return d
 
+    def write_log(self, path: Path) -> None:
+        """Write :meth:`log_dict` as JSON (work/build_depth.json), atomically."""
+        atomic_write_json(path, json.loads(json.dumps(self.log_dict(), default=_json_default)))
+
 
 def load_camera_calibration(rig, root: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int], list[str]]:
     """(T_camera_lidar, canonical K, K image size (w, h), warnings) from calibration/<rig>/ (or the rig's nominal values)."""
@@ -379,6 +383,40 @@ def _stage(name: str):
     return _Ctx()
 
 
+def splat_radius(rig, cfg: BuildConfig) -> int:
+    """The splat radius (px at the depth map's size): ``cfg.splat_radius_px``, else the rig's."""
+    return rig.depth_map.splat_radius_px if cfg.splat_radius_px is None else cfg.splat_radius_px
+
+
+def lidar_expectations(rig, edge_jump_m: float | None) -> dict:
+    """read_lidar / read_static_frame keywords: the rig's lidar (columns, product line) and the mixed-pixel jump."""
+    return {"expect_columns": rig.lidar.columns, "expect_prod_line": rig.lidar.model, "edge_jump_m": edge_jump_m}
+
+
+def frames_with_returns(frames: list) -> list:
+    """The frames that hold returns, as aggregate() indexes them (its poses, the clouds' frame indices)."""
+    return [f for f in frames if len(f) > 0]
+
+
+def free_space_rays(frames: list, times: np.ndarray, poses: np.ndarray, agg_cfg: AggregateConfig, sweep) -> SweepRays:
+    """Every return of ``frames`` (:func:`frames_with_returns` of ``sweep``, posed by ``poses`` at ``times`` and
+    deskewed as ``agg_cfg`` says) as a ray, for the free-space test of the projection."""
+    return sweep_rays(frames, times, poses, *frame_motion(times, poses, agg_cfg), sweep.ray_directions,
+                      sweep.ray_offsets)
+
+
+def sensor_origins(poses: np.ndarray, T_world_static: np.ndarray) -> np.ndarray:
+    """(F + 1, 3) float32 world positions of the lidar: each sweep frame's (``poses`` (F, 4, 4)), then the static
+    frame's, whose points carry frame index F."""
+    return np.vstack([poses[:, :3, 3], T_world_static[None, :3, 3]]).astype(np.float32)
+
+
+def to_camera(points: np.ndarray, T_camera_world: np.ndarray) -> np.ndarray:
+    """(N, 3) float32: world ``points`` in the camera frame."""
+    R, t = T_camera_world[:3, :3].astype(np.float32), T_camera_world[:3, 3].astype(np.float32)
+    return np.asarray(points, dtype=np.float32) @ R.T + t
+
+
 def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: StageProgress | None = None,
                 config: BuildConfig | None = None) -> BuildSummary:
     """Run every build-depth stage for ``scene`` under ``root``; returns the depth map and K (see module doc).
@@ -394,14 +432,14 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
     timings: dict[str, float] = {}
     report = progress or (lambda *a: None)
     W, H = rig.depth_map.width_px, rig.depth_map.height_px
-    radius = rig.depth_map.splat_radius_px if cfg.splat_radius_px is None else cfg.splat_radius_px
+    radius = splat_radius(rig, cfg)
 
     with _stage("calibration") as st:
         T_cl, K_canon, K_size, warnings = load_camera_calibration(rig, root)
         K = scale_intrinsics(K_canon, K_size, (W, H))
     with _stage("read") as st:
         report("read", 0, 2)
-        expect = {"expect_columns": rig.lidar.columns, "expect_prod_line": rig.lidar.model, "edge_jump_m": cfg.edge_jump_m}
+        expect = lidar_expectations(rig, cfg.edge_jump_m)
         sweep = read_lidar(layout.lidar_sweep_path, max_frames=cfg.max_frames, min_frames=2, **expect)
         report("read", 1, 2)
         static = read_static_frame(layout.lidar_static_path, **expect)
@@ -411,12 +449,11 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         cloud: WorldCloud = aggregate(sweep.frames, agg_cfg, progress=lambda d, n: report("aggregate", d, n))
     timings["aggregate"] = st.dt
     n_frames = len(sweep.frames)
-    frames = [f for f in sweep.frames if len(f) > 0]  # as aggregate() indexes them
+    frames = frames_with_returns(sweep.frames)
     rays = None
     if cfg.free_space_min_rays > 0:  # every return as a ray, for the free-space test of the projection
         with _stage("rays") as st:
-            rays = sweep_rays(frames, cloud.times, cloud.poses, *frame_motion(cloud.times, cloud.poses, agg_cfg),
-                              sweep.ray_directions, sweep.ray_offsets)
+            rays = free_space_rays(frames, cloud.times, cloud.poses, agg_cfg, sweep)
         timings["rays"] = st.dt
     del sweep
     with _stage("register") as st:
@@ -435,7 +472,7 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
     T_camera_world = T_cl @ invert(T_world_static)
     # sensor position of each point: its frame's pose translation (estimated trajectory); the static
     # frame's points get index F, the static lidar's position
-    origins_w = np.vstack([cloud.poses[:, :3, 3], T_world_static[None, :3, 3]]).astype(np.float32)
+    origins_w = sensor_origins(cloud.poses, T_world_static)
     view = None
     if mode == "fast" and cfg.view_cloud:
         with _stage("view") as st:
@@ -463,9 +500,8 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
             view.stats["points"] = len(view.points)  # with the static frame's, after cleanup: what is projected
     timings["cleanup"] = st.dt
     with _stage("project") as st:
-        R = T_camera_world[:3, :3].astype(np.float32)
-        t_cw = T_camera_world[:3, 3].astype(np.float32)
-        depth, project_stats = project_depth(points @ R.T + t_cw, origins_w @ R.T + t_cw, frames, K, W, H, radius,
+        depth, project_stats = project_depth(to_camera(points, T_camera_world), to_camera(origins_w, T_camera_world),
+                                             frames, K, W, H, radius,
                                              cfg, progress=lambda d, n: report("project", d, n), rays=rays,
                                              T_world_camera=invert(T_camera_world))
         del rays
@@ -498,7 +534,7 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
             if view is not None:
                 write_ply(layout.view_cloud_path, view.points, view.ranges, view.frame_index)
         timings["write"] = time.perf_counter() - st.t
-        atomic_write_json(layout.build_log_path, json.loads(json.dumps(summary.log_dict(), default=_json_default)))
+        summary.write_log(layout.build_log_path)
         report("write", 1, 1)
     return summary
 
@@ -605,12 +641,9 @@ def in_view(T_camera_world: np.ndarray, K: np.ndarray, width: int, height: int,
     Kw[0, 2] += mu
     Kw[1, 2] += mv
     Ww, Hw = int(np.ceil(width + 2 * mu)), int(np.ceil(height + 2 * mv))
-    R = T_camera_world[:3, :3].astype(np.float32)
-    t = T_camera_world[:3, 3].astype(np.float32)
-
     def select(world_points: np.ndarray) -> np.ndarray:
         inside = np.zeros(len(world_points), bool)
-        inside[project_points(np.asarray(world_points, dtype=np.float32) @ R.T + t, Kw, Ww, Hw, index=True)[-1]] = True
+        inside[project_points(to_camera(world_points, T_camera_world), Kw, Ww, Hw, index=True)[-1]] = True
         return inside
 
     return select

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from ..geometry import invert, read_tum
-from ..layout import SceneLayout, atomic_write_json
-from .aggregate import AggregateConfig, frame_motion
+from ..layout import SceneLayout
+from .aggregate import AggregateConfig
 from .cleanup import cleanup_mask, load_regions
-from .free_space import SweepRays, sweep_rays
+from .free_space import SweepRays
 from .io import read_lidar
 from .pipeline import (BuildConfig, BuildDepthError, BuildSummary, StageProgress, _json_default, checked,
-                       project_depth, read_ply)
+                       free_space_rays, frames_with_returns, lidar_expectations, project_depth, read_ply,
+                       sensor_origins, splat_radius, to_camera)
 
 # BuildConfig fields that act before the projection: a reprojection keeps the build's
 UPSTREAM = ("aggregate", "register", "max_frames", "edge_jump_m", "view_cloud", "view_margin_frac", "include_static")
@@ -101,14 +102,11 @@ def load_projection_inputs(rig, root: Path, scene: str, with_rays: bool = True,
     if regions:  # the build's clouds are already cleaned; regions added since then act now
         keep, removed = cleanup_mask(points_w, regions, T_camera_world, K, (W, H), invert(T_world_static))
         points_w, frame_index = points_w[keep], frame_index[keep]
-    R, t = T_camera_world[:3, :3].astype(np.float32), T_camera_world[:3, 3].astype(np.float32)
-    origins_w = np.vstack([poses[:, :3, 3], T_world_static[None, :3, 3]]).astype(np.float32)
     rays = None
     if with_rays:
         sweep = read_lidar(layout.lidar_sweep_path, max_frames=logged.get("max_frames"), min_frames=2,
-                           expect_columns=rig.lidar.columns, expect_prod_line=rig.lidar.model,
-                           edge_jump_m=logged.get("edge_jump_m"))
-        frames = [f for f in sweep.frames if len(f) > 0]
+                           **lidar_expectations(rig, logged.get("edge_jump_m")))
+        frames = frames_with_returns(sweep.frames)
         if len(frames) != len(poses):
             raise BuildDepthError(f"{layout.lidar_sweep_path}: {len(frames)} frames with returns, but "
                                   f"{layout.trajectory_path} holds {len(poses)} poses (recording changed since the build?)")
@@ -116,9 +114,9 @@ def load_projection_inputs(rig, root: Path, scene: str, with_rays: bool = True,
             agg_cfg = AggregateConfig(**logged["aggregate"])
         except TypeError as e:
             raise BuildDepthError(f"{log_path}: stats.config.aggregate: {e} (build again)") from None
-        rays = sweep_rays(frames, times, poses, *frame_motion(times, poses, agg_cfg), sweep.ray_directions,
-                          sweep.ray_offsets)
-    return ProjectionInputs(points_cam=points_w @ R.T + t, sensor_positions_cam=origins_w @ R.T + t,
+        rays = free_space_rays(frames, times, poses, agg_cfg, sweep)
+    return ProjectionInputs(points_cam=to_camera(points_w, T_camera_world),
+                            sensor_positions_cam=to_camera(sensor_origins(poses, T_world_static), T_camera_world),
                             frame_index=frame_index, K=K, width=W, height=H, T_world_camera=invert(T_camera_world),
                             rays=rays, build_log=build_log, cleanup_removed=removed)
 
@@ -156,7 +154,7 @@ def reproject(rig, root: Path, scene: str, config: BuildConfig | None = None, mo
     inputs = load_projection_inputs(rig, root, scene, with_rays=cfg.free_space_min_rays > 0, build_log=build_log)
     report("read", 1, 1)
     timings = {"read": time.perf_counter() - t0}
-    radius = rig.depth_map.splat_radius_px if cfg.splat_radius_px is None else cfg.splat_radius_px
+    radius = splat_radius(rig, cfg)
     t1 = time.perf_counter()
     depth, project_stats = project_depth(inputs.points_cam, inputs.sensor_positions_cam, inputs.frame_index, inputs.K,
                                          inputs.width, inputs.height, radius, cfg,
@@ -179,6 +177,6 @@ def reproject(rig, root: Path, scene: str, config: BuildConfig | None = None, mo
                            warnings=list(build_log.get("warnings", [])),
                            stats=stats)
     report("write", 0, 1)
-    atomic_write_json(layout.build_log_path, json.loads(json.dumps(summary.log_dict(), default=_json_default)))
+    summary.write_log(layout.build_log_path)
     report("write", 1, 1)
     return summary
