@@ -115,5 +115,8 @@ def test_estimate_scene_breathing_from_a_raw_folder(tmp_path, runs):
     assert set(warps) == set(mapping)
     for k, j in mapping.items():
         assert max_displacement_px(warps[k], truth[j] @ np.linalg.inv(to3(truth[4])), W, H) <= 0.05
+    with pytest.raises(BreathingError, match="missing: folder does not exist"):
+        estimate_scene_breathing(tmp_path / "missing", rig)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(BreathingError, match="no F16.0 images"):
         estimate_scene_breathing(tmp_path / "empty", rig)

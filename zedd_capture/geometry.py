@@ -61,6 +61,14 @@ def read_tum(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: not a TUM trajectory: {e}") from None
     if data.shape[1] != 8:
         raise ValueError(f"{path}: TUM lines need 8 columns (t x y z qx qy qz qw), got {data.shape[1]}")
+    if len(data) == 0:
+        raise ValueError(f"{path}: TUM trajectory has no poses")
+    if not np.all(np.isfinite(data)):
+        bad = int(np.flatnonzero(~np.all(np.isfinite(data), axis=1))[0])
+        raise ValueError(f"{path}: pose {bad + 1} has a non-finite value (NaN or inf)")
+    norms = np.linalg.norm(data[:, 4:8], axis=1)
+    if np.any(norms < 1e-9):
+        raise ValueError(f"{path}: pose {int(np.flatnonzero(norms < 1e-9)[0]) + 1} has a zero quaternion")
     poses = np.tile(np.eye(4), (len(data), 1, 1))
     poses[:, :3, :3] = Rotation.from_quat(data[:, 4:8]).as_matrix()
     poses[:, :3, 3] = data[:, 1:4]

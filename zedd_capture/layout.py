@@ -116,7 +116,70 @@ def read_metadata(path: Path) -> list[MetadataRow]:
     path = Path(path)
     if not path.is_file():
         raise LayoutError(f"{path}: metadata.txt not found")
-    return parse_metadata(path.read_text(), str(path))
+    return parse_metadata(read_text_file(path, "metadata.txt"), str(path))
+
+
+# --- readers whose errors name the file ------------------------------------------------------
+def read_text_file(path: Path, what: str = "text file", error: type[Exception] = LayoutError) -> str:
+    """UTF-8 text of ``path``; a missing, unreadable or binary file raises ``error`` naming it."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: cannot read as {what}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e.strerror or e}") from None
+
+
+def read_json_file(path: Path, what: str = "JSON file", error: type[Exception] = LayoutError, kind: type | None = dict):
+    """Parsed JSON of ``path`` (a ``kind`` at the top level, default a mapping); errors name the file."""
+    path = Path(path)
+    try:
+        data = json.loads(read_text_file(path, what, error))
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: corrupt {what}: {e}") from None
+    if kind is not None and not isinstance(data, kind):
+        raise error(f"{path}: corrupt {what}: expected a JSON {'object' if kind is dict else kind.__name__}, "
+                    f"got {type(data).__name__}")
+    return data
+
+
+def load_npy(path: Path, what: str = "array", ndim: int | None = None, error: type[Exception] = LayoutError) -> np.ndarray:
+    """A real-valued .npy array (no pickles) of ``ndim`` dimensions; corrupt files raise ``error`` naming the file."""
+    import pickle
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY":
+            kind = "an .npz archive" if magic.startswith(b"PK") else "an empty file" if not magic else "no NUMPY header"
+            raise error(f"{path}: not a .npy {what} ({kind})")
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        if isinstance(e, error):
+            raise
+        if isinstance(e, OSError) and e.strerror:
+            raise error(f"{path}: cannot read {what}: {e.strerror}") from None
+        text = " ".join(str(e).split())
+        why = ("it holds Python objects (dtype object), not a plain array" if "pickle" in text.lower() else
+               "cut short" if isinstance(e, EOFError) or "EOF" in text or not text else
+               f"corrupt ({text.split('. ')[0][:160]})")
+        raise error(f"{path}: not a readable .npy {what}: {why}") from None
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise error(f"{path}: {what} has dtype {arr.dtype}, expected real numbers")
+    if ndim is not None and arr.ndim != ndim:
+        raise error(f"{path}: {what} must be {ndim}-D, got shape {arr.shape}")
+    return arr
+
+
+def load_depth_map(path: Path) -> np.ndarray:
+    """A depth map ``depth.npy``: 2-D (H, W) float32 metres (0 or non-finite = invalid); errors name the file."""
+    return load_npy(path, "depth map", ndim=2).astype(np.float32, copy=False)
 
 
 def write_metadata(path: Path, rows: list[MetadataRow]) -> None:
@@ -357,10 +420,7 @@ def read_manifest(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         return {"version": MANIFEST_VERSION, "files": {}}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise LayoutError(f"{path}: corrupt capture manifest: {e}") from None
+    data = read_json_file(path, "capture manifest", kind=None)
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
         raise LayoutError(f"{path}: capture manifest has no 'files' mapping")
     return data

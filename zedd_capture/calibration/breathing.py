@@ -17,7 +17,6 @@ image -> canonical image), plus the extra keys ``provenance``, ``model`` and ``r
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -25,7 +24,7 @@ from typing import Mapping
 import cv2
 import numpy as np
 
-from ..layout import LayoutError, atomic_write_json, parse_image_name
+from ..layout import LayoutError, atomic_write_json, parse_image_name, read_json_file
 
 
 class BreathingError(ValueError):
@@ -325,7 +324,9 @@ def _load(path: Path) -> np.ndarray:
 
 
 def find_all_in_focus_images(raw_focus_stack_dir: Path, f_number: float = 16.0) -> dict[int, Path]:
-    """run -> path of that run's image at ``f_number`` in a raw focus_stack folder."""
+    """run -> path of that run's image at ``f_number`` in a raw focus_stack folder (which must exist)."""
+    if not Path(raw_focus_stack_dir).is_dir():
+        raise BreathingError(f"{raw_focus_stack_dir}: folder does not exist")
     out: dict[int, Path] = {}
     for p in sorted(Path(raw_focus_stack_dir).glob("*.jpg")):
         try:
@@ -403,10 +404,7 @@ def read_breathing(path: Path) -> WarpTable:
     path = Path(path)
     if not path.is_file():
         raise BreathingError(f"{path}: breathing warps not found (run `zedd calibrate-breathing`)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise BreathingError(f"{path}: not valid JSON: {e}") from None
+    data = read_json_file(path, "breathing warps JSON", BreathingError)
     out = WarpTable()
     for key, val in data.items():
         if not key.startswith("run_"):
@@ -421,6 +419,9 @@ def read_breathing(path: Path) -> WarpTable:
         out[k] = W
     if not out:
         raise BreathingError(f"{path}: no run_<k> warps")
-    if isinstance(data.get("image_size"), list) and len(data["image_size"]) == 2:
-        out.image_size = (int(data["image_size"][0]), int(data["image_size"][1]))
+    size = data.get("image_size")
+    if isinstance(size, list) and len(size) == 2:
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+            raise BreathingError(f"{path}: image_size: expected [width, height] in pixels, got {size!r}")
+        out.image_size = (size[0], size[1])
     return out

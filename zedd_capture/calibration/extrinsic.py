@@ -13,6 +13,7 @@ leave-one-pose-out spread. At least 3 poses with non-parallel normals are needed
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -255,9 +256,18 @@ def read_extrinsic(path: Path) -> np.ndarray:
     if not path.is_file():
         raise CalibrationError(f"{path}: extrinsic not found (run `zedd calibrate-extrinsics`)")
     try:
-        T = np.loadtxt(path, comments="#")
-    except ValueError as e:
-        raise CalibrationError(f"{path}: not a 4x4 matrix: {e}") from None
-    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "loadtxt: input contained no data"
+            T = np.loadtxt(path, comments="#", ndmin=2)
+    except (OSError, ValueError) as e:
+        why = " ".join(str(e).split()).split(";")[0]  # numpy's first clause, without its usecols advice
+        raise CalibrationError(f"{path}: not a 4x4 matrix of numbers: {why}") from None
+    if T.shape != (4, 4):
         raise CalibrationError(f"{path}: expected a finite 4x4 matrix, got shape {T.shape}")
+    if not np.all(np.isfinite(T)):
+        raise CalibrationError(f"{path}: expected a finite 4x4 matrix, found NaN or inf")
+    R = T[:3, :3]
+    if not (np.allclose(T[3], [0, 0, 0, 1], atol=1e-6) and np.allclose(R.T @ R, np.eye(3), atol=1e-3)
+            and np.linalg.det(R) > 0):
+        raise CalibrationError(f"{path}: not a rigid transform (rotation block not orthonormal or last row not 0 0 0 1)")
     return T

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.optimize import brentq
 
-from ..layout import atomic_write_text
+from ..layout import atomic_write_text, read_text_file
 from ..rig import FocusRun, format_hexcode, parse_hexcode
 
 
@@ -190,13 +190,17 @@ def write_focus_lut(path: Path, lut: FocusLUT) -> None:
     atomic_write_text(Path(path), format_focus_lut(lut))
 
 
+def _shorten(line: str, n: int = 80) -> str:
+    return line if len(line) <= n else line[:n] + "..."
+
+
 def read_focus_lut(path: Path) -> FocusLUT:
     """Read a focus LUT (ours or the twin's truth: ``HEX<TAB>metres[<TAB>...]``); errors name file and line."""
     path = Path(path)
     if not path.is_file():
         raise FocusLUTError(f"{path}: focus LUT not found (run `zedd calibrate-focus`)")
     entries, prov = [], {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text_file(path, "focus LUT", FocusLUTError).splitlines(), 1):
         s = line.strip()
         if not s:
             continue
@@ -207,8 +211,10 @@ def read_focus_lut(path: Path) -> FocusLUT:
                 prov[k.strip()] = v.strip()
             continue
         parts = line.split("\t")
+        if parts[0].strip().lower() in ("hexcode", "hex"):  # an uncommented column header
+            continue
         if len(parts) < 2:
-            raise FocusLUTError(f"{path}:{lineno}: expected HEX<TAB>metres, got {line!r}")
+            raise FocusLUTError(f"{path}:{lineno}: expected HEX<TAB>metres, got {_shorten(line)!r}")
         try:
             code = parse_hexcode(parts[0].strip())
         except ValueError as e:
@@ -216,7 +222,7 @@ def read_focus_lut(path: Path) -> FocusLUT:
         try:
             vals = [float(x) for x in parts[1:4]]
         except ValueError:
-            raise FocusLUTError(f"{path}:{lineno}: not a number in {line!r}") from None
+            raise FocusLUTError(f"{path}:{lineno}: not a number in {_shorten(line)!r}") from None
         if not (np.isfinite(vals[0]) and vals[0] > 0):
             raise FocusLUTError(f"{path}:{lineno}: focus distance {parts[1]!r} must be positive metres")
         vals += [float("nan")] * (3 - len(vals))

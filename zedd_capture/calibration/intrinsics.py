@@ -94,24 +94,47 @@ def write_intrinsics(path: Path, intr: Intrinsics) -> None:
 
 def read_intrinsics(path: Path) -> Intrinsics:
     """Read intrinsics.yaml (ours or the twin's truth); errors name the file and the field."""
+    from ..layout import read_text_file
+
     path = Path(path)
     if not path.is_file():
         raise CalibrationError(f"{path}: intrinsics not found (run `zedd calibrate-intrinsics`)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text_file(path, "intrinsics YAML", CalibrationError))
     except yaml.YAMLError as e:
-        raise CalibrationError(f"{path}: not valid YAML: {e}") from None
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise CalibrationError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
         raise CalibrationError(f"{path}: expected a mapping with K, dist, width, height")
     for key in ("K", "width", "height"):
         if key not in data:
             raise CalibrationError(f"{path}: missing field {key!r}")
-    K = np.asarray(data["K"], float)
-    if K.shape != (3, 3) or not np.all(np.isfinite(K)):
-        raise CalibrationError(f"{path}: K: expected a finite 3x3 matrix")
-    dist = np.asarray(data.get("dist") or [0.0] * 5, float).reshape(-1)
-    return Intrinsics(K, dist, int(data["width"]), int(data["height"]), float(data.get("rms_px", float("nan"))),
-                      list(data.get("std") or []), int(data.get("views", 0)))
+    try:
+        K = np.asarray(data["K"], float)
+    except (TypeError, ValueError):
+        K = np.full(1, np.nan)
+    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise CalibrationError(f"{path}: K: expected a finite 3x3 matrix with fx, fy > 0")
+    try:
+        dist = np.asarray(data.get("dist") or [0.0] * 5, float).reshape(-1)
+    except (TypeError, ValueError):
+        dist = np.full(1, np.nan)
+    if not np.all(np.isfinite(dist)) or dist.size not in (4, 5, 8, 12, 14):
+        raise CalibrationError(f"{path}: dist: expected 4, 5, 8, 12 or 14 finite OpenCV distortion coefficients")
+    size = {}
+    for key in ("width", "height"):
+        v = data[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or v <= 0:
+            raise CalibrationError(f"{path}: {key}: expected a positive whole number of pixels, got {v!r}")
+        size[key] = int(v)
+    try:
+        rms = float(data.get("rms_px", float("nan")))
+        std = [float(v) for v in (data.get("std") or [])]
+        views = int(data.get("views", 0) or 0)
+    except (TypeError, ValueError) as e:
+        raise CalibrationError(f"{path}: rms_px / std / views: {e}") from None
+    return Intrinsics(K, dist, size["width"], size["height"], rms, std, views)
 
 
 def scaled(intr: Intrinsics, width: int, height: int) -> np.ndarray:

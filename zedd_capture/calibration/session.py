@@ -198,6 +198,9 @@ def _predict_distance(entries: list[FocusLUTEntry], hexcode: int) -> float:
     return float(1.0 / max(np.polyval(c, hexcode), 0.05))
 
 
+FOCUS_METHODS = ("auto", "breathing", "paper")
+
+
 def calibrate_focus(rig: Rig, root: Path, hexcodes: Sequence[int] | None = None, progress: Progress = None, *,
                     method: str = "auto", paper_views: int = 0, images_dir: Path | None = None,
                     bootstrap_distance_m: float = 1.3, max_iterations: int = 2,
@@ -208,6 +211,8 @@ def calibrate_focus(rig: Rig, root: Path, hexcodes: Sequence[int] | None = None,
     I0 + ``paper_views`` poses, >= 2) or ``"auto"`` (breathing when intrinsics exist, else paper
     with 4 views). With ``paper_views`` > 0 and the breathing method, the paper value is reported too.
     """
+    if method not in FOCUS_METHODS:
+        raise CalibrationError(f"focus calibration method {method!r}: not one of {', '.join(FOCUS_METHODS)}")
     lay = CalibrationLayout(Path(root), rig.name)
     intr = read_intrinsics(lay.intrinsics_path) if lay.intrinsics_path.is_file() else None
     if method == "auto":
@@ -597,10 +602,25 @@ def calibrate_breathing(rig: Rig, root: Path, scene: str | None = None, progress
     lay = CalibrationLayout(Path(root), rig.name)
     if scene is not None:
         sl = SceneLayout(Path(root), scene)
+        if not sl.scene_dir.is_dir():
+            import difflib
+
+            have = sorted(p.name for p in sl.scene_dir.parent.iterdir() if p.is_dir()) if sl.scene_dir.parent.is_dir() else []
+            close = difflib.get_close_matches(scene, have, n=3)
+            hint = (f"did you mean {' or '.join(close)}?" if close else
+                    f"scenes here: {', '.join(have[:10])}{', ...' if len(have) > 10 else ''}" if have else
+                    f"no scenes under {Path(root)}")
+            raise BreathingError(f"{sl.scene_dir}: scene {scene!r} does not exist ({hint})")
+        if not sl.raw_focus_stack_dir.is_dir():
+            raise BreathingError(f"{sl.raw_focus_stack_dir}: scene {scene!r} has no raw focus stack "
+                                 f"(run `zedd capture --scene {scene}` first)")
         paths = find_all_in_focus_images(sl.raw_focus_stack_dir, rig.capture.all_in_focus_f_number)
         if not paths:
             raise BreathingError(f"{sl.raw_focus_stack_dir}: no F{rig.capture.all_in_focus_f_number:.1f} images")
         images = {k: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for k, p in paths.items()}
+        for k, p in paths.items():
+            if images[k] is None:
+                raise BreathingError(f"{p}: cannot read image (run {k})")
         out_path = sl.breathing_path
     elif rig.backend == "sim":
         tw = _twin(rig, textured_wall_m=target_distance_m or rig.capture.canonical_focus_distance_m)
@@ -616,6 +636,9 @@ def calibrate_breathing(rig: Rig, root: Path, scene: str | None = None, progress
         if not paths:
             raise BreathingError(f"{folder}: no F{rig.capture.all_in_focus_f_number:.1f} images named img_run_K_motor_HEX_aperture_F16.0.jpg")
         images = {k: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for k, p in paths.items()}
+        for k, p in paths.items():
+            if images[k] is None:
+                raise BreathingError(f"{p}: cannot read image (run {k})")
         out_path = lay.breathing_path
     for k, im in images.items():
         if im is None:

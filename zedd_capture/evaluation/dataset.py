@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from ..layout import LayoutError, ZeddSample, parse_image_name, read_metadata
+from ..layout import LayoutError, ZeddSample, load_depth_map, parse_image_name, read_metadata
 
 DEFAULT_APERTURE = 2.8
 DEFAULT_RUNS: tuple[int, ...] = (1, 3, 5, 7, 9)
@@ -125,7 +125,7 @@ def _read_K(sample: ZeddSample) -> np.ndarray | None:
         return None
     try:
         K = np.loadtxt(sample.K_path, dtype=np.float64)
-    except ValueError as exc:
+    except (OSError, ValueError) as exc:
         raise LayoutError(f"{sample.K_path}: not a 3x3 matrix of numbers: {exc}") from None
     if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise LayoutError(f"{sample.K_path}: expected a finite 3x3 intrinsics matrix with fx, fy > 0, "
@@ -136,10 +136,18 @@ def _read_K(sample: ZeddSample) -> np.ndarray | None:
 def _read_depth(sample: ZeddSample) -> np.ndarray | None:
     if not sample.depth_path.is_file():
         return None
-    depth = np.load(sample.depth_path, allow_pickle=False)
-    if depth.ndim != 2:
-        raise LayoutError(f"{sample.depth_path}: depth must be 2-D (H, W), got shape {depth.shape}")
-    return depth.astype(np.float32, copy=False)
+    return load_depth_map(sample.depth_path)
+
+
+def read_rgb_image(path: Path) -> Image.Image:
+    """An RGB image read fully (so truncated files fail here); a corrupt file raises LayoutError naming it."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except UnidentifiedImageError:
+        raise LayoutError(f"{path}: not an image file (corrupt, or a format PIL cannot identify)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise LayoutError(f"{path}: cannot read image: {exc}") from None
 
 
 def load_stack(sample: ZeddSample, split: str = "val", runs: Sequence[int] = DEFAULT_RUNS,
@@ -155,8 +163,7 @@ def load_stack(sample: ZeddSample, split: str = "val", runs: Sequence[int] = DEF
     images: list[np.ndarray] = []
     size: tuple[int, int] | None = None  # native (H, W) of the stack
     for p in paths:
-        with Image.open(p) as im:
-            img = im.convert("RGB")
+        img = read_rgb_image(p)
         if size is None:
             size = (img.height, img.width)
         elif (img.height, img.width) != size:

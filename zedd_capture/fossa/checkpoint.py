@@ -1,6 +1,8 @@
 """Loading the published FOSSA checkpoints (``model.pth``) and finding them offline."""
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,16 +60,53 @@ def resolve_checkpoint(name_or_path: str | Path, cache_dir: str | Path | None = 
                                 f"cache ({type(exc).__name__}); {hint}") from None
 
 
+def _load_failure(exc: Exception) -> str:
+    """Why torch.load(weights_only=True) failed, in one line (without torch's advice to load pickled code)."""
+    text = str(exc)
+    if isinstance(exc, EOFError):
+        return "the file is empty or cut short"
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.*)", text)
+    if unpickler:
+        detail = unpickler.group(1).strip()
+        glob = re.match(r"Unsupported global: GLOBAL (\S+)", detail)
+        if glob:
+            return f"it holds Python objects besides tensors ({glob.group(1)}), which are never loaded"
+        return f"not a torch zip archive or tensor pickle ({detail.splitlines()[0][:120] if detail else 'unknown format'})"
+    if "central directory" in text or "PytorchStreamReader" in text or "zip archive" in text:
+        return "not a complete torch zip archive (corrupt or truncated)"
+    first = text.strip().splitlines()[0][:200] if text.strip() else ""
+    if "weights_only" in first:
+        first = ""
+    return "corrupt, or not a torch checkpoint" + (f" ({first})" if first else "")
+
+
+def _describe(obj) -> str:
+    if isinstance(obj, dict):
+        if not obj:
+            return "an empty mapping"
+        inner = obj.get("model", obj)
+        if isinstance(inner, dict):
+            bad = [k for k, v in inner.items() if not isinstance(v, torch.Tensor)]
+            if bad:
+                return f"a mapping whose entry {str(bad[0])[:60]!r} is of type {type(inner[bad[0]]).__name__}, not a tensor"
+            return "an empty mapping" if not inner else "a mapping"
+        return f"'model' holding a {type(inner).__name__}"
+    return f"a {type(obj).__name__}"
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file: ``['model']`` (or the top level), leading ``module.`` removed."""
     path = Path(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)  # tensors only, never pickled code
     except Exception as exc:
-        raise ValueError(f"{path}: cannot read as a torch checkpoint: {exc}") from exc
+        raise ValueError(f"{path}: not a FOSSA checkpoint, cannot be read: {_load_failure(exc)}") from None
     state = obj.get("model", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected {{'model': {{name: tensor}}}} or {{name: tensor}}")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: not a FOSSA checkpoint: expected {{'model': {{name: tensor}}}} or {{name: tensor}}, "
+                         f"got {_describe(obj)}")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -80,6 +119,9 @@ def load_state_dict_strict(model: FossaModel, state: dict[str, torch.Tensor], so
                          f"{model.cfg.encoder!r} ({model.cfg.embed_dim}); encoder={other[0]!r}?"
                          if other else f"{source}: unknown embedding width {width.shape[-1]}")
     expected = model.state_dict()
+    if state and not set(state) & set(expected):
+        raise ValueError(f"{source}: not a FOSSA checkpoint: none of its {len(state)} tensors "
+                         f"({', '.join(sorted(state)[:3])}{', ...' if len(state) > 3 else ''}) is a FOSSA parameter")
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()

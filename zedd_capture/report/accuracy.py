@@ -7,27 +7,22 @@ depth (AbsRel, deltas, coverage), focus LUT (relative distance error per run), b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
+from ..calibration.breathing import read_breathing
+from ..calibration.extrinsic import read_extrinsic
+from ..calibration.focus_lut import read_focus_lut
+from ..calibration.intrinsics import read_intrinsics
 from ..geometry import invert, read_tum, rotation_angle_deg
 from ..pointcloud.project import depth_edge_band
 
 
 def read_lut(path: Path) -> dict[int, float]:
-    """focus_lut.tsv -> {hexcode: focus_distance_m} ('#' lines skipped, extra columns ignored)."""
-    out = {}
-    for line in Path(path).read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            cols = line.split("\t")
-            if cols[0].strip().lower() in ("hexcode", "hex"):
-                continue
-            out[int(cols[0], 16)] = float(cols[1])
-    return out
+    """focus_lut.tsv -> {hexcode: focus_distance_m} (``read_focus_lut``: errors name the file and line)."""
+    return {e.hexcode: e.focus_distance_m for e in read_focus_lut(path).entries}
 
 
 def depth_accuracy(depth: np.ndarray, true_depth: np.ndarray, tolerance: float = 0.005) -> dict:
@@ -79,22 +74,22 @@ def _warp_grid(w: int, h: int, step: int = 16) -> np.ndarray:
 
 def breathing_accuracy(est_path: Path, truth_path: Path, width: int, height: int) -> dict:
     """Max and RMS displacement (px) between estimated and true run->canonical warps over the image."""
-    est, truth = json.loads(Path(est_path).read_text()), json.loads(Path(truth_path).read_text())
+    est, truth = read_breathing(est_path), read_breathing(truth_path)
     grid = _warp_grid(width, height)
     per_run = {}
-    for run in sorted(set(est) & set(truth), key=lambda r: int(r.split("_")[-1])):
-        d = grid @ (np.asarray(est[run]) - np.asarray(truth[run])).T
+    for run in sorted(set(est) & set(truth)):
+        d = grid @ (est[run] - truth[run]).T
         n = np.linalg.norm(d, axis=1)
-        per_run[run] = {"max_px": float(n.max()), "rms_px": float(np.sqrt((n**2).mean()))}
+        per_run[f"run_{run}"] = {"max_px": float(n.max()), "rms_px": float(np.sqrt((n**2).mean()))}
     return {"runs": len(per_run), "max_px": max((v["max_px"] for v in per_run.values()), default=float("nan")),
             "per_run": per_run}
 
 
 def intrinsics_accuracy(est_path: Path, truth_path: Path) -> dict:
-    est, truth = yaml.safe_load(Path(est_path).read_text()), yaml.safe_load(Path(truth_path).read_text())
-    Ke, Kt = np.asarray(est["K"], float), np.asarray(truth["K"], float)
-    if (est["width"], est["height"]) != (truth["width"], truth["height"]):
-        scale = truth["width"] / est["width"]
+    est, truth = read_intrinsics(est_path), read_intrinsics(truth_path)
+    Ke, Kt = np.asarray(est.K, float), np.asarray(truth.K, float)
+    if (est.width, est.height) != (truth.width, truth.height):
+        scale = truth.width / est.width
         Ke = Ke.copy()
         Ke[:2] *= scale
     return {"fx_rel_error": float(Ke[0, 0] / Kt[0, 0] - 1), "fy_rel_error": float(Ke[1, 1] / Kt[1, 1] - 1),
@@ -102,7 +97,7 @@ def intrinsics_accuracy(est_path: Path, truth_path: Path) -> dict:
 
 
 def extrinsic_accuracy(est_path: Path, truth_path: Path) -> dict:
-    Te, Tt = np.loadtxt(est_path), np.loadtxt(truth_path)
+    Te, Tt = read_extrinsic(est_path), read_extrinsic(truth_path)
     D = invert(Tt) @ Te
     return {"translation_error_mm": float(np.linalg.norm(D[:3, 3]) * 1000), "rotation_error_deg": rotation_angle_deg(D[:3, :3])}
 

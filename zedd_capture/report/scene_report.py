@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from ..geometry import read_tum
-from ..layout import CalibrationLayout, SceneLayout, atomic_write_json, atomic_write_text, parse_image_name
+from ..layout import (CalibrationLayout, LayoutError, SceneLayout, atomic_write_json, atomic_write_text, load_depth_map,
+                      parse_image_name, read_json_file)
 from ..rig import Rig
 from . import accuracy
 
@@ -65,6 +66,14 @@ def _calibration_tables(report: dict) -> str:
     return out
 
 
+def _imread(path: Path) -> np.ndarray:
+    """A colour image (BGR); an unreadable or corrupt file raises LayoutError naming it."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise LayoutError(f"{path}: cannot read image (missing, corrupt or not an image)")
+    return img
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.5g}"
@@ -81,11 +90,11 @@ def contact_sheet(stack_dir: Path, thumb_w: int = 160) -> np.ndarray | None:
         return None
     runs = sorted({k[0] for k in images})
     fnums = sorted({k[1] for k in images})
-    first = cv2.imread(str(next(iter(images.values()))))
+    first = _imread(next(iter(images.values())))
     th = int(round(first.shape[0] * thumb_w / first.shape[1]))
     sheet = np.full((len(runs) * (th + 4), len(fnums) * (thumb_w + 4), 3), 255, np.uint8)
     for (run, fn), path in images.items():
-        img = cv2.resize(cv2.imread(str(path)), (thumb_w, th), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(_imread(path), (thumb_w, th), interpolation=cv2.INTER_AREA)
         r, c = runs.index(run), fnums.index(fn)
         sheet[r * (th + 4): r * (th + 4) + th, c * (thumb_w + 4): c * (thumb_w + 4) + thumb_w] = img
     return sheet
@@ -123,20 +132,28 @@ def collect_numbers(rig: Rig, root: Path, scene: str, eval_dir: Path | None = No
     sample = lay.zedd_sample()
     out: dict = {"scene": scene, "rig": rig.name}
     if lay.build_log_path.is_file():
-        out["build"] = json.loads(lay.build_log_path.read_text())
-    depth = np.load(sample.depth_path) if sample.depth_path.is_file() else None
+        out["build"] = read_json_file(lay.build_log_path, "build log")
+    depth = load_depth_map(sample.depth_path) if sample.depth_path.is_file() else None
     if depth is not None:
         valid = np.isfinite(depth) & (depth > 0)
         out["coverage"] = {"valid_pixel_fraction": float(valid.mean()),
                            "depth_min_m": float(depth[valid].min()) if valid.any() else float("nan"),
                            "depth_max_m": float(depth[valid].max()) if valid.any() else float("nan")}
     for rep in sorted(cal.report_dir.glob("*.json")) if cal.report_dir.is_dir() else []:
-        out.setdefault("calibration", {})[rep.stem] = json.loads(rep.read_text())
+        data = read_json_file(rep, "calibration report")
+        rows = data.get("rows") or []
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows) or not isinstance(data.get("summary") or {}, dict):
+            raise LayoutError(f"{rep}: corrupt calibration report: expected 'rows' (a list of objects) and 'summary' (an object)")
+        out.setdefault("calibration", {})[rep.stem] = data
     truth = lay.truth_dir
     if truth.is_dir():
         acc: dict = {}
         if depth is not None and (truth / "depth.npy").is_file():
-            acc["depth"] = accuracy.depth_accuracy(depth, np.load(truth / "depth.npy"))
+            true_depth = load_depth_map(truth / "depth.npy")
+            if true_depth.shape != depth.shape:
+                raise LayoutError(f"{truth / 'depth.npy'}: shape {true_depth.shape} differs from the exported "
+                                  f"depth map {sample.depth_path} {depth.shape}")
+            acc["depth"] = accuracy.depth_accuracy(depth, true_depth)
         if cal.focus_lut_path.is_file() and (truth / "focus_lut.tsv").is_file():
             acc["focus_lut"] = accuracy.lut_accuracy(cal.focus_lut_path, truth / "focus_lut.tsv")
         breathing = lay.breathing_path if lay.breathing_path.is_file() else cal.breathing_path
@@ -153,9 +170,12 @@ def collect_numbers(rig: Rig, root: Path, scene: str, eval_dir: Path | None = No
     eval_dir = eval_dir or lay.scene_dir / "eval"
     scores = {}
     for f in sorted(eval_dir.glob("*/metrics.json")):  # eval-model --out <eval_dir>/<model>
-        result = json.loads(f.read_text())
-        if result.get("mean"):
-            scores[result.get("model", f.parent.name)] = result["mean"]
+        result = read_json_file(f, "model metrics")
+        mean = result.get("mean")
+        if mean:
+            if not isinstance(mean, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean.values()):
+                raise LayoutError(f"{f}: corrupt model metrics: 'mean' must map metric names to numbers")
+            scores[str(result.get("model", f.parent.name))] = mean
     if scores:
         out["model_scores"] = scores
     return out
@@ -197,6 +217,8 @@ def summary_rows(numbers: dict) -> list[tuple[str, str, str]]:
 def build_report(rig: Rig, root: Path, scene: str, eval_dir: Path | None = None) -> tuple[Path, Path, dict]:
     """Write report/index.html and report/report.json for a scene; returns (html, json, numbers)."""
     lay = SceneLayout(root, scene)
+    if not lay.scene_dir.is_dir():
+        raise LayoutError(f"{lay.scene_dir}: no such scene ({scene!r} does not exist under {Path(root) / 'scenes'})")
     sample = lay.zedd_sample()
     numbers = collect_numbers(rig, root, scene, eval_dir)
     parts = [f"<h1>ZEDD scene report: {html.escape(scene)}</h1><p>rig {html.escape(rig.name)}</p>"]
@@ -208,8 +230,8 @@ def build_report(rig: Rig, root: Path, scene: str, eval_dir: Path | None = None)
     sheet = contact_sheet(stack_dir) if stack_dir.is_dir() else None
     section("Focus stack", (_img_tag(sheet) + "<p>rows: runs 1..9 (near to far); columns: apertures</p>") if sheet is not None else "<p>no focus stack</p>")
     aif = sorted(stack_dir.glob(f"img_run_{rig.capture.canonical_run}_*_F{rig.capture.all_in_focus_f_number:.1f}.jpg")) if stack_dir.is_dir() else []
-    section("All-in-focus", _img_tag(cv2.imread(str(aif[0])), 640) if aif else "<p>missing</p>")
-    depth_imgs = [_img_tag(cv2.imread(str(p)), 480) for p in (sample.depth_vis_path, sample.overlay_path) if p.is_file()]
+    section("All-in-focus", _img_tag(_imread(aif[0]), 640) if aif else "<p>missing</p>")
+    depth_imgs = [_img_tag(_imread(p), 480) for p in (sample.depth_vis_path, sample.overlay_path) if p.is_file()]
     section("Depth", "".join(depth_imgs) or "<p>no depth map yet (run zedd build-depth)</p>")
     if lay.trajectory_path.is_file() or lay.world_cloud_path.is_file():
         section("Trajectory and world cloud", _png_tag(_topdown_plot(lay.trajectory_path, lay.world_cloud_path)))
