@@ -35,7 +35,16 @@ def test_settings_replace_fields_with_typed_values():
     (["plane_radius_px=[2, 4, 8]", "plane_sigma_px=[1.0]"], "ZbufferConfig.plane_sigma_px"),
     (["slide_zone_px=-1"], "BuildConfig.slide_zone_px = -1: must be a finite number >= 0"),
     (["edge_snap_max_m=.nan"], "BuildConfig.edge_snap_max_m = nan: must be a finite number >= 0"),
-    (["projection_width_px=0"], "BuildConfig.projection_width_px = 0: must be > 0"),
+    (["projection_width_px=0"], "BuildConfig.projection_width_px = 0: must be >= 1"),
+    (["max_frames=1"], "BuildConfig.max_frames = 1: must be >= 2"),
+    # the nested configs' numbers too
+    (["aggregate.k=-5"], "BuildConfig.aggregate.k = -5: must be a finite number >= 0"),
+    (["aggregate.alpha=.nan"], "BuildConfig.aggregate.alpha = nan: must be a finite number >= 0"),
+    (["register.min_fitness=-1"], "BuildConfig.register.min_fitness = -1.0: must be a finite number >= 0"),
+    # a list for a setting of one value (plane_radius_px takes one per scale, spill_ratio does not)
+    (["spill_ratio=[0.3]"], "spill_ratio takes one value (0.4), not a list"),
+    (["edge_jump_m=[1, 2]"], "edge_jump_m takes one value (0.1), not a list"),
+    (["aggregate.mode=paper"], "the aggregation mode is --mode"),
 ])
 def test_bad_settings_are_one_error_naming_the_setting(settings, message):
     with pytest.raises(BuildDepthError) as err:

@@ -6,14 +6,18 @@ the scene before the pipeline runs, so nothing can read it.
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation, Slerp
+from typer.testing import CliRunner
 
+from zedd_capture.cli import app
 from zedd_capture.geometry import read_tum
 from zedd_capture.layout import CalibrationLayout, SceneLayout, format_image_name
 from zedd_capture.pointcloud.export import ExportError, export_zedd
@@ -238,6 +242,28 @@ def test_export_is_a_valid_zedd_sample(built):
         shutil.move(str(L.work_dir / "b.json"), str(L.breathing_path))
     assert sorted(p.name for p in sample.focus_stack_dir.iterdir()) == before
     assert [p.name for p in L.scene_dir.iterdir() if p.name.startswith(".zedd")] == []
+    # an export to another split keeps this one; the folder of an export killed an hour ago goes
+    stale = L.scene_dir / ".zedd.killed.part"
+    (stale / "val").mkdir(parents=True)
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    other = export_zedd(rig, root, SCENE, s.depth, s.K, split="test")
+    assert validate_zedd_root(other.root) == []
+    assert np.array_equal(np.load(sample.depth_path), s.depth) and other.depth_path.is_file()
+    assert [p.name for p in L.scene_dir.iterdir() if p.name.startswith(".zedd")] == []
+    shutil.rmtree(other.root / "test")
+
+
+def test_build_depth_checks_the_export_inputs_before_the_build(built, tmp_path):
+    root, rig, _, _, _ = built
+    bad = _copy_build(root, rig, tmp_path / "bad")
+    shutil.rmtree(SceneLayout(bad, SCENE).work_dir)
+    lut = CalibrationLayout(bad, rig.name).focus_lut_path
+    lut.write_text("not a focus LUT\n")
+    t0 = time.perf_counter()
+    result = CliRunner().invoke(app, ["build-depth", "--scene", SCENE, "--root", str(bad)])
+    assert result.exit_code == 1 and "focus_lut.tsv" in result.output, result.output
+    assert time.perf_counter() - t0 < 20  # before reading the sweep (the build takes minutes)
+    assert not SceneLayout(bad, SCENE).work_dir.exists() and not SceneLayout(bad, SCENE).zedd_root.exists()
 
 
 def test_bad_inputs_fail_at_their_stage(built, tmp_path):
@@ -290,6 +316,7 @@ def test_reproject_rebuilds_the_projection_from_the_work_files(built, tmp_path):
     assert np.abs(again.depth - s.depth).max() < 1e-4
     assert again.frames == s.frames and again.points == s.points
     assert again.stats["free_space"]["carved_pixels"] == s.stats["free_space"]["carved_pixels"]
+    assert not [w for w in again.warnings if "calibration" in w]
     # a projection setting acts, and the rewritten log records it
     masked = reproject(rig, copy, SCENE, BuildConfig(mask_edge_band=True))
     band = depth_edge_band(again.depth)
@@ -300,6 +327,20 @@ def test_reproject_rebuilds_the_projection_from_the_work_files(built, tmp_path):
     # the second reprojection still records the build's own stage timings
     assert "aggregate" in logged["stats"]["reprojected"]["build_timings_s"] and "aggregate" not in logged["timings_s"]
     assert logged["coverage"] == pytest.approx(float((masked.depth > 0).mean()))
+    # a calibration changed since the build: the reprojection keeps the build's camera and says so
+    from zedd_capture.calibration.extrinsic import read_extrinsic, write_extrinsic
+
+    cal = CalibrationLayout(copy, rig.name)
+    T = read_extrinsic(cal.extrinsic_path)
+    T[0, 3] += 0.001
+    write_extrinsic(cal.extrinsic_path, T)
+    moved = reproject(rig, copy, SCENE)
+    np.testing.assert_array_equal(moved.depth, again.depth)
+    assert [w for w in moved.warnings if "extrinsic changed since the build" in w and "--reproject keeps" in w]
+    cal.extrinsic_path.write_text("not a matrix\n")
+    broken = reproject(rig, copy, SCENE)
+    assert [w for w in broken.warnings if "cannot be read now" in w and "extrinsic.txt" in w]
+    assert len([w for w in broken.warnings if "--reproject keeps" in w]) == 1  # the earlier one is not carried on
 
 
 def test_reproject_applies_cleanup_regions_added_after_the_build(built, tmp_path):

@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .rig import Rig, RigError, format_hexcode, load_rig
@@ -34,8 +35,12 @@ YesOpt = typer.Option(False, "--yes", "-y", help="Do not wait for the operator b
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
+
+
+def _warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(message)}")
 
 
 def _rig(rig: Optional[str]) -> Rig:
@@ -60,13 +65,16 @@ def _progress():
 
 
 def _run_stage(fn, *args, **kwargs):
-    """Call a stage; known, user-facing errors become one red line and exit code 1."""
+    """Call a stage; known, user-facing errors (bad input, a device gone, a file that cannot be read or written)
+    become one red line and exit code 1."""
+    import yaml
+
     from .devices.protocols import DeviceError
     from .layout import LayoutError
 
     try:
         return fn(*args, **kwargs)
-    except (LayoutError, DeviceError, RigError, FileNotFoundError, ValueError, RuntimeError) as e:
+    except (LayoutError, DeviceError, RigError, OSError, ValueError, RuntimeError, yaml.YAMLError) as e:
         _fail(f"{type(e).__name__}: {e}")
 
 
@@ -105,11 +113,11 @@ def validate(path: Path = typer.Argument(..., help="A ZEDD root folder or a subm
 
     problems = run_validate(path)
     for p in problems:
-        console.print(f"[red]x[/] {p}", highlight=False, soft_wrap=True)
+        console.print(f"[red]x[/] {escape(str(p))}", highlight=False, soft_wrap=True)
     if problems:
-        err_console.print(f"[bold red]{len(problems)} problem(s)[/] in {path}")
+        err_console.print(f"[bold red]{len(problems)} problem(s)[/] in {escape(str(path))}")
         raise typer.Exit(1)
-    console.print(f"[green]ok[/] {path}")
+    console.print(f"[green]ok[/] {escape(str(path))}")
 
 
 # --- capture -------------------------------------------------------------------------------
@@ -122,12 +130,12 @@ class _StageBars:
 
     def __call__(self, stage: str, done: int = 0, total: int = 0, detail: str = "") -> None:
         if stage == "warning":
-            self.progress.console.print(f"[yellow]warning:[/] {detail}")
+            self.progress.console.print(f"[yellow]warning:[/] {escape(detail)}")
             return
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total or None)
         self.progress.update(self.tasks[stage], completed=done, total=total or None,
-                             description=f"{stage} {detail}".strip())
+                             description=escape(f"{stage} {detail}".strip()))
 
 
 @app.command()
@@ -146,13 +154,13 @@ def capture(
     if r.backend == "sim":  # keep the twin: after a complete capture it writes the scene's truth/
         from .sim.devices import TwinRig
 
-        twin = TwinRig(r, scene, root)
+        twin = _run_stage(TwinRig, r, scene, root)
         devices = (twin.camera, twin.focus_motor, twin.lidar)
     else:
         devices = _run_stage(open_backends, r, scene, root)
 
     def ask(message: str) -> None:
-        console.print(f"[bold cyan]{message}[/]")
+        console.print(f"[bold cyan]{escape(message)}[/]")
         typer.confirm("Ready?", default=True, abort=True)
 
     with _progress() as progress:
@@ -163,7 +171,7 @@ def capture(
         from .sim.truth import write_truth
 
         truth_dir = _run_stage(write_truth, SceneLayout(root, scene), twin)
-        console.print(f"twin truth (never read by the pipeline): {truth_dir}")
+        console.print(f"twin truth (never read by the pipeline): {escape(str(truth_dir))}")
     files = result.manifest.get("files", {})
     t = Table(title=f"capture of {scene}: {'complete' if result.complete else 'INCOMPLETE'}")
     t.add_column("item")
@@ -173,10 +181,10 @@ def capture(
         info = files.get(key)
         t.add_row(key, f"{info.get('frames', '?')} frames, {info['bytes'] / 1e6:.1f} MB" if info else "missing")
     t.add_row("captured now / verified / re-captured corrupt", f"{len(result.captured)} / {len(result.verified)} / {len(result.corrupt)}")
-    t.add_row("manifest", str(result.manifest_path))
+    t.add_row("manifest", escape(str(result.manifest_path)))
     console.print(t)
     for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        _warn(w)
 
 
 # --- build-depth ---------------------------------------------------------------------------
@@ -189,15 +197,16 @@ def build_depth(
     split: str = typer.Option("val", "--split", help="Split folder of the exported ZEDD sample."),
     mask_edges: bool = typer.Option(False, "--mask-edges", help="Mark the 1-px bands at depth edges invalid (0) in the exported depth map."),
     settings: list[str] = typer.Option([], "--set", help="Change one build setting, name=value (a field of pointcloud.pipeline.BuildConfig; aggregate.<name> / register.<name> for the nested ones); repeatable. build_depth.json records them all."),
-    reproject: bool = typer.Option(False, "--reproject", help="Run only the projection again, from the last build's work/ files (new projection settings or cleanup regions; seconds instead of minutes). Settings of the earlier stages must be the build's."),
+    reproject: bool = typer.Option(False, "--reproject", help="Run only the projection again, from the last build's work/ files (new projection settings or cleanup regions; seconds instead of minutes). Settings of the earlier stages must be the build's; the build's calibration is kept (a warning says when calibration/ changed since), and points that a cleanup region removed at the build do not come back when the region shrinks: build again for those."),
 ) -> None:
     """Lidar sweep -> world cloud -> registered, cleaned, projected depth map; export the ZEDD sample."""
-    from .pointcloud.export import export_zedd
+    from .pointcloud.export import export_inputs, export_zedd
     from .pointcloud.pipeline import BuildConfig, with_settings
     from .pointcloud.pipeline import build_depth as run
 
     r = _rig(rig)
     config = _run_stage(with_settings, BuildConfig(mask_edge_band=mask_edges), settings)
+    inputs = _run_stage(export_inputs, r, root, scene)  # focus stack, LUT, warps: fail now, not after the build
     with _progress() as progress:
         bars = _StageBars(progress)
         if reproject:
@@ -207,7 +216,13 @@ def build_depth(
         else:
             summary = _run_stage(run, r, root, scene, mode=mode, progress=bars, config=config)
         bars("export", 0, 1)
-        sample = _run_stage(export_zedd, r, root, scene, summary.depth, summary.K, split=split)
+        try:
+            sample = export_zedd(r, root, scene, summary.depth, summary.K, split=split, inputs=inputs)
+        except (OSError, ValueError, RuntimeError) as e:
+            _fail(f"{type(e).__name__}: {e}\nThe build's work files (work/build_depth.json, the clouds, the trajectory) "
+                  "are written; zedd/ still holds the previous export. Once the cause is fixed, "
+                  f"`zedd build-depth --scene {scene} --reproject` (with the same --set options) exports without "
+                  "rebuilding.")
         bars("export", 1, 1)
     t = Table(title=f"build-depth {scene} ({summary.mode}{', reprojected' if reproject else ''})", show_header=False)
     t.add_row("frames", str(summary.frames))
@@ -226,10 +241,10 @@ def build_depth(
                                 f"{speckles['dropped']:,} points of {speckles['pixels']:,} near speckle pixels dropped; "
                                 f"{summary.stats['free_space']['carved_pixels']:,} edge pixels the sweep saw through")
     t.add_row("timing", ", ".join(f"{k} {v:.1f} s" for k, v in summary.timings_s.items()))
-    t.add_row("ZEDD sample", str(sample.scene_dir))
+    t.add_row("ZEDD sample", escape(str(sample.scene_dir)))
     console.print(t)
     for w in summary.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        _warn(w)
 
 
 # --- calibration -----------------------------------------------------------------------------
@@ -240,21 +255,26 @@ class _StatusLog:
         self.status = status
 
     def __call__(self, message: str) -> None:
-        self.status.update(message)
-        console.log(message)
+        self.status.update(escape(message))
+        console.log(escape(message))
 
 
 def _calibrate(fn, title: str, rig: Optional[str], root: Path, **kwargs) -> None:
     r = _rig(rig)
+    images_dir = kwargs.get("images_dir")
+    if images_dir is not None and r.backend == "sim":
+        _fail(f"--images-dir {images_dir}: the simulated rig calibrates on the twin; image folders are for hardware rigs")
+    if images_dir is not None and not Path(images_dir).is_dir():
+        _fail(f"--images-dir {images_dir}: no such folder")
     with console.status(title) as status:
         report = _run_stage(fn, r, root, progress=_StatusLog(status), **kwargs)
     console.print(report.table())
     for note in report.notes:
-        console.print(f"[dim]{note}[/]")
+        console.print(f"[dim]{escape(note)}[/]")
     for name, path in report.products.items():
-        console.print(f"wrote {name}: {path}")
+        console.print(escape(f"wrote {name}: {path}"))
     for plot in report.plots:
-        console.print(f"plot: {plot}")
+        console.print(escape(f"plot: {plot}"))
 
 
 @app.command("calibrate-focus")
@@ -262,13 +282,16 @@ def calibrate_focus(
     rig: Optional[str] = RigOpt,
     root: Path = RootOpt,
     hexcodes: Optional[str] = typer.Option(None, help="Comma-separated hexcodes to calibrate (default: the rig's runs)."),
-    method: str = typer.Option("auto", help="auto (board moved around the sharp zone) or paper (co-calibrated I0..In)."),
-    images_dir: Optional[Path] = typer.Option(None, help="Hardware: folder of board images per hexcode (see README)."),
+    method: str = typer.Option("auto", help="breathing (the board's distance from its scale against the canonical intrinsics), paper (co-calibrated I0..In) or auto: breathing when calibration/<rig>/intrinsics.yaml exists, else paper."),
+    images_dir: Optional[Path] = typer.Option(None, help="Hardware: folder of board images per hexcode (see docs/calibration.md)."),
 ) -> None:
     """Hexcode -> metres lookup table: find the sharp hexcode on a ChArUco board, measure its distance."""
+    from .calibration.session import FOCUS_METHODS
     from .calibration.session import calibrate_focus as run
     from .rig import parse_hexcode
 
+    if method not in FOCUS_METHODS:
+        _fail(f"--method: {method!r} is not one of {', '.join(FOCUS_METHODS)}")
     try:
         codes = [parse_hexcode(h) for h in hexcodes.split(",")] if hexcodes else None
     except ValueError as e:
@@ -332,6 +355,8 @@ def eval_model(
 
     if model not in MODELS:
         _fail(f"--model: {model!r} is not one of {', '.join(MODELS)}")
+    if model == "dfd-classic" and device not in ("auto", "cpu"):
+        _fail(f"--device {device}: dfd-classic runs on the CPU (numpy); use --device cpu or a FOSSA model")
     try:
         run_list = [int(r) for r in runs.split(",")]
     except ValueError:
@@ -348,20 +373,26 @@ def eval_model(
     if result.get("mean"):
         t.add_row("[bold]mean", *[f"[bold]{result['mean'][k]:.4f}" for k in keys])
     console.print(t)
-    console.print(f"predictions and metrics: {result['out_dir']}" + (f"; submission: {result['submission']}" if result.get("submission") else ""))
+    console.print(escape(f"predictions and metrics: {result['out_dir']}"
+                         + (f"; submission: {result['submission']}" if result.get("submission") else "")))
 
 
 @app.command()
 def report(scene: str = SceneOpt, rig: Optional[str] = RigOpt, root: Path = RootOpt,
            eval_dir: Optional[Path] = typer.Option(None, "--eval-dir", help="eval-model output folders (default scenes/<scene>/eval).")) -> None:
     """Write a self-contained HTML report (+ JSON) for a scene, with accuracy against truth on the twin."""
+    from .layout import SceneLayout
     from .report.scene_report import build_report, summary_rows
 
-    html_path, json_path, numbers = _run_stage(build_report, _rig(rig), root, scene, eval_dir)
+    r = _rig(rig)
+    scene_dir = _run_stage(lambda: SceneLayout(root, scene).scene_dir)
+    if not scene_dir.is_dir():
+        _fail(f"{scene_dir}: no such scene (capture it first, or check --scene and --root)")
+    html_path, json_path, numbers = _run_stage(build_report, r, root, scene, eval_dir)
     t = Table(title=f"accuracy of {scene}")
     for c in ("figure", "value", "goal"):
         t.add_column(c)
     for row in summary_rows(numbers):
         t.add_row(*row)
     console.print(t)
-    console.print(f"report: {html_path}\nnumbers: {json_path}")
+    console.print(escape(f"report: {html_path}\nnumbers: {json_path}"))

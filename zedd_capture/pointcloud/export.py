@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -60,22 +62,24 @@ def _load_warps(layout: SceneLayout, cal: CalibrationLayout):
     raise ExportError(f"{layout.breathing_path}: breathing warps not found (nor {cal.breathing_path}); run the breathing calibration")
 
 
-def export_zedd(rig, root: Path, scene: str, depth: np.ndarray, K: np.ndarray, split: str = "val",
-                jpeg_quality: int | None = None) -> ZeddSample:
-    """Write scenes/<scene>/zedd/ (a ZEDD root holding this scene under ``split``) and return the sample.
+@dataclass
+class ExportInputs:
+    """What the export reads besides the depth map, read and checked (:func:`export_inputs`)."""
 
-    depth: (H, W) float32 metres at rig.depth_map resolution (0 invalid); K: its 3x3 intrinsics.
-    """
-    from ..calibration.breathing import apply, rescale_warp
+    images: dict  # raw focus-stack image path -> its parsed name (layout.ImageName)
+    warps: object  # calibration.breathing warps (per run)
+    metadata: list  # MetadataRow per run (focus distance from the focus LUT)
+
+
+def export_inputs(rig, root: Path, scene: str) -> ExportInputs:
+    """Read and check what :func:`export_zedd` needs besides the depth map: the raw focus stack's image names, the
+    focus LUT and the breathing warps of every run. build-depth calls it before the build, so that a missing or
+    corrupt calibration product fails in seconds, not after the build. Raises :class:`ExportError` (or the
+    reader's error) naming the file."""
     from ..calibration.focus_lut import read_focus_lut
 
     layout = SceneLayout(Path(root), scene)
     cal = CalibrationLayout(Path(root), rig.name)
-    W, H = rig.depth_map.width_px, rig.depth_map.height_px
-    depth = np.asarray(depth, dtype=np.float32)
-    if depth.shape != (H, W):
-        raise ExportError(f"export {scene}: depth shape {depth.shape} != rig depth map {(H, W)}")
-    quality = jpeg_quality or rig.camera.jpeg_quality
     raw = sorted(layout.raw_focus_stack_dir.glob("*.jpg")) if layout.raw_focus_stack_dir.is_dir() else []
     if not raw:
         raise ExportError(f"{layout.raw_focus_stack_dir}: no focus-stack images")
@@ -90,8 +94,30 @@ def export_zedd(rig, root: Path, scene: str, depth: np.ndarray, K: np.ndarray, s
     if missing:
         raise ExportError(f"{warp_path}: no warp for runs {missing}")
     rows = [MetadataRow(run, code, float(lut.distance_m(code, extrapolate=True))) for run, code in sorted(hex_of_run.items())]
+    return ExportInputs(names, warps, rows)
+
+
+def export_zedd(rig, root: Path, scene: str, depth: np.ndarray, K: np.ndarray, split: str = "val",
+                jpeg_quality: int | None = None, inputs: ExportInputs | None = None) -> ZeddSample:
+    """Write scenes/<scene>/zedd/ (a ZEDD root holding this scene under ``split``; the root's other splits are
+    kept) and return the sample.
+
+    depth: (H, W) float32 metres at rig.depth_map resolution (0 invalid); K: its 3x3 intrinsics; ``inputs``: from
+    :func:`export_inputs` (read here when None).
+    """
+    from ..calibration.breathing import apply, rescale_warp
+
+    layout = SceneLayout(Path(root), scene)
+    W, H = rig.depth_map.width_px, rig.depth_map.height_px
+    depth = np.asarray(depth, dtype=np.float32)
+    if depth.shape != (H, W):
+        raise ExportError(f"export {scene}: depth shape {depth.shape} != rig depth map {(H, W)}")
+    quality = jpeg_quality or rig.camera.jpeg_quality
+    inputs = inputs or export_inputs(rig, root, scene)
+    names, warps, rows = inputs.images, inputs.warps, inputs.metadata
 
     layout.scene_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(layout.scene_dir)
     tmp_root = Path(tempfile.mkdtemp(prefix=".zedd.", suffix=".part", dir=layout.scene_dir))
     try:
         sample = ZeddSample(tmp_root, split, scene)
@@ -130,9 +156,29 @@ def export_zedd(rig, root: Path, scene: str, depth: np.ndarray, K: np.ndarray, s
             old = final.with_name(f".zedd.old.{tmp_root.name}")
             final.rename(old)
         tmp_root.rename(final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        tmp_root = None
     except BaseException:
-        shutil.rmtree(tmp_root, ignore_errors=True)
+        if tmp_root is not None:
+            shutil.rmtree(tmp_root, ignore_errors=True)
         raise
+    if old is not None:
+        # the root's other splits (an export to val after one to test) move over; should that fail, they stay in
+        # the hidden .zedd.old.* folder, which is then kept
+        for entry in old.iterdir():
+            if entry.is_dir() and entry.name != split:
+                entry.rename(final / entry.name)
+        shutil.rmtree(old, ignore_errors=True)
     return layout.zedd_sample(split)
+
+
+def _remove_stale_parts(scene_dir: Path, min_age_s: float = 3600.0) -> None:
+    """Remove the temporary folders of exports killed before they finished (``.zedd.*.part`` older than
+    ``min_age_s``: an export running beside this one keeps its own)."""
+    now = time.time()
+    for part in scene_dir.glob(".zedd.*.part"):
+        try:
+            if part.is_dir() and now - part.stat().st_mtime > min_age_s:
+                shutil.rmtree(part, ignore_errors=True)
+                log.info("removed %s (left by an export that did not finish)", part)
+        except OSError:
+            pass

@@ -219,10 +219,13 @@ def with_settings(config: BuildConfig, settings: list[str] | tuple[str, ...]) ->
             return replace(obj, **{path[0]: replaced(current, path[1:], value, setting)})
         if len(path) > 1:
             raise BuildDepthError(f"build-depth: unknown setting {setting!r}: {path[0]!r} has no fields")
+        annotation = str(next(f.type for f in fields(obj) if f.name == path[0]))
         if isinstance(value, list) and isinstance(current, (tuple, list)):
             value = type(current)(value)
-        elif isinstance(value, list) and isinstance(current, (int, float)) and not isinstance(current, bool):
+        elif isinstance(value, list) and "tuple" in annotation:
             value = tuple(value)  # a scalar setting that also takes one value per scale (plane_radius_px)
+        elif isinstance(value, list):
+            raise BuildDepthError(f"build-depth: setting {setting!r}: {path[0]} takes one value ({current!r}), not a list")
         if not _fits(current, value):
             raise BuildDepthError(f"build-depth: setting {setting!r}: {path[0]} is {type(current).__name__} "
                                   f"({current!r}), not {type(value).__name__}")
@@ -232,6 +235,8 @@ def with_settings(config: BuildConfig, settings: list[str] | tuple[str, ...]) ->
         name, sep, text = setting.partition("=")
         if not sep or not name.strip():
             raise BuildDepthError(f"build-depth: setting {setting!r} is not name=value")
+        if name.strip() == "aggregate.mode":
+            raise BuildDepthError(f"build-depth: setting {setting!r}: the aggregation mode is --mode (fast|paper)")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as e:
@@ -240,26 +245,33 @@ def with_settings(config: BuildConfig, settings: list[str] | tuple[str, ...]) ->
     return checked(config, f"settings {list(settings)}")
 
 
-_POSITIVE_WHEN_SET = ("projection_width_px", "max_frames", "splat_radius_px")
+# lowest values of the settings that must be more than 0 when set (the sweep reader needs two frames)
+_LOWEST_WHEN_SET = {"projection_width_px": 1, "max_frames": 2, "splat_radius_px": 1}
 
 
 def checked(config: BuildConfig, source: str = "config") -> BuildConfig:
     """``config``, after checking the projection's settings (:class:`project.ZbufferConfig`) and that every other
-    number of it is finite and >= 0 (``projection_width_px``, ``max_frames`` and ``splat_radius_px`` > 0 when
-    set): one :class:`BuildDepthError` naming ``source`` and the field, before the aggregation rather than after
-    it."""
+    number of it and of its nested configs (``aggregate``, ``register``) is finite and >= 0 (``projection_width_px``
+    and ``splat_radius_px`` >= 1, ``max_frames`` >= 2 when set): one :class:`BuildDepthError` naming ``source`` and
+    the field, before the aggregation rather than after it."""
     try:
         config.zbuffer_config()
     except (ValueError, TypeError) as e:
         raise BuildDepthError(f"build-depth: {source}: {e}") from e
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue  # None, tuples (checked by ZbufferConfig), nested configs, flags
-        low = 1 if f.name in _POSITIVE_WHEN_SET else 0
+
+    def numbers(obj, prefix: str):
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if is_dataclass(value):
+                yield from numbers(value, f"{prefix}{f.name}.")
+            elif not isinstance(value, bool) and isinstance(value, (int, float)):
+                yield f"{prefix}{f.name}", value  # None, tuples (checked by ZbufferConfig), flags: skipped
+
+    for name, value in numbers(config, ""):
+        low = _LOWEST_WHEN_SET.get(name, 0)
         if not np.isfinite(value) or value < low:
-            raise BuildDepthError(f"build-depth: {source}: BuildConfig.{f.name} = {value!r}: must be "
-                                  f"{'> 0' if low else 'a finite number >= 0'}")
+            raise BuildDepthError(f"build-depth: {source}: BuildConfig.{name} = {value!r}: must be "
+                                  f"{f'>= {low}' if low else 'a finite number >= 0'}")
     return config
 
 
@@ -437,6 +449,7 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
     with _stage("calibration") as st:
         T_cl, K_canon, K_size, warnings = load_camera_calibration(rig, root)
         K = scale_intrinsics(K_canon, K_size, (W, H))
+        regions = load_regions(layout.cleanup_path)  # read now: a broken cleanup.yaml fails before the build
     with _stage("read") as st:
         report("read", 0, 2)
         expect = lidar_expectations(rig, cfg.edge_jump_m)
@@ -488,7 +501,6 @@ def build_depth(rig, root: Path, scene: str, mode: str = "fast", progress: Stage
         if view is not None:
             _add_static_frame(view, static, T_world_static, agg_cfg.min_range_m, select)
     with _stage("cleanup") as st:
-        regions = load_regions(layout.cleanup_path)
         keep, removed = cleanup_mask(cloud.points, regions, T_camera_world, K, (W, H), invert(T_world_static))
         if regions:
             cloud.select(keep)

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..geometry import invert, read_tum
-from ..layout import SceneLayout
+from ..geometry import invert, read_tum, scale_intrinsics
+from ..layout import CalibrationLayout, SceneLayout
 from .aggregate import AggregateConfig
 from .cleanup import cleanup_mask, load_regions
 from .free_space import SweepRays
 from .io import read_lidar
 from .pipeline import (BuildConfig, BuildDepthError, BuildSummary, StageProgress, _json_default, checked,
-                       free_space_rays, frames_with_returns, lidar_expectations, project_depth, read_ply,
-                       sensor_origins, splat_radius, to_camera)
+                       free_space_rays, frames_with_returns, lidar_expectations, load_camera_calibration, project_depth,
+                       read_ply, sensor_origins, splat_radius, to_camera)
 
 # BuildConfig fields that act before the projection: a reprojection keeps the build's
 UPSTREAM = ("aggregate", "register", "max_frames", "edge_jump_m", "view_cloud", "view_margin_frac", "include_static")
@@ -131,6 +131,30 @@ def _differences(now: dict, logged: dict, keys, prefix: str = ""):
             yield f"{prefix}{k}", a, b
 
 
+KEEPS_BUILD_CALIBRATION = "--reproject keeps the build's; build again without --reproject to use the new calibration"
+
+
+def calibration_changes(rig, root: Path, build_log: dict) -> list[str]:
+    """Warnings when calibration/<rig>/ no longer gives the camera the build used (``build_log``'s K and
+    lidar->camera transform, T_camera_world @ T_world_static): a reprojection keeps the build's camera."""
+    keep = KEEPS_BUILD_CALIBRATION
+    try:
+        T_cl, K_canon, K_size, _ = load_camera_calibration(rig, root)
+    except (OSError, ValueError, RuntimeError) as e:
+        return [f"the calibration cannot be read now ({e}); {keep}"]
+    K_now = scale_intrinsics(K_canon, K_size, (rig.depth_map.width_px, rig.depth_map.height_px))
+    K_built = np.asarray(build_log["K"], dtype=np.float64).reshape(3, 3)
+    T_built = (np.asarray(build_log["T_camera_world"], dtype=np.float64).reshape(4, 4)
+               @ np.asarray(build_log["T_world_static"], dtype=np.float64).reshape(4, 4))
+    changed = []
+    if not np.allclose(K_now, K_built, rtol=1e-6, atol=1e-6):
+        changed.append("intrinsics")
+    if not np.allclose(T_cl, T_built, atol=1e-6):
+        changed.append("lidar->camera extrinsic")
+    cal_dir = CalibrationLayout(Path(root), rig.name).dir
+    return [f"{cal_dir}: the {' and the '.join(changed)} changed since the build; {keep}"] if changed else []
+
+
 def reproject(rig, root: Path, scene: str, config: BuildConfig | None = None, mode: str = "fast",
               progress: StageProgress | None = None) -> BuildSummary:
     """Project the last build of ``scene`` again with ``config`` (default :class:`BuildConfig`; its
@@ -174,7 +198,8 @@ def reproject(rig, root: Path, scene: str, config: BuildConfig | None = None, mo
                            **counts, coverage=float((depth > 0).mean()), timings_s=timings,
                            T_camera_world=np.asarray(build_log["T_camera_world"]),
                            T_world_static=np.asarray(build_log["T_world_static"]),
-                           warnings=list(build_log.get("warnings", [])),
+                           warnings=[w for w in build_log.get("warnings", []) if KEEPS_BUILD_CALIBRATION not in w]
+                           + calibration_changes(rig, root, build_log),
                            stats=stats)
     report("write", 0, 1)
     summary.write_log(layout.build_log_path)
