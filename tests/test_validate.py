@@ -1,7 +1,10 @@
 """`zedd validate`: one test per defect, each asserting the message that names the file."""
 
+import io
 import shutil
+import zipfile
 
+import cv2
 import numpy as np
 import pytest
 from zedd_samples import make_zedd_root, submission_bytes, valid_submission_arrays
@@ -102,6 +105,62 @@ def test_empty_root(tmp_path):
     assert any("no <split>/<scene>/ folders" in p for p in problems)
 
 
+def test_image_truncated(root):
+    p = root / "val/kitchen01/focus_stack/img_run_3_motor_3B39_aperture_F2.8.jpg"
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    msg = only(validate(root))
+    assert "img_run_3_motor_3B39_aperture_F2.8.jpg: cannot decode the JPEG: image file is truncated" in msg
+
+
+def test_image_size_differs_from_the_stack(root):
+    p = root / "val/kitchen01/focus_stack/img_run_6_motor_1DB4_aperture_F4.0.jpg"
+    p.write_bytes(cv2.imencode(".jpg", np.zeros((40, 60, 3), np.uint8))[1].tobytes())
+    msg = only(validate(root))
+    assert "img_run_6_motor_1DB4_aperture_F4.0.jpg: size 60x40 differs from the other focus-stack images (64x48)" in msg
+
+
+def test_depth_size_differs_from_the_images(root):
+    np.save(root / "val/kitchen01/gt/depth.npy", np.ones((40, 60), np.float32))
+    assert "gt/depth.npy: shape (40, 60) differs from the focus-stack images (48, 64)" in only(validate(root))
+
+
+def test_image_of_a_run_metadata_does_not_list(root):
+    stack = root / "val/kitchen01/focus_stack"
+    shutil.copy(stack / "img_run_9_motor_1113_aperture_F2.8.jpg", stack / "img_run_10_motor_1000_aperture_F2.8.jpg")
+    msg = only(validate(root))
+    assert "img_run_10_motor_1000_aperture_F2.8.jpg: run 10 is not part of a ZEDD sample (runs 1..9)" in msg
+    assert "metadata.txt does not list it" in msg
+
+
+def test_image_of_an_extra_aperture(root):
+    stack = root / "val/kitchen01/focus_stack"
+    shutil.copy(stack / "img_run_4_motor_2D09_aperture_F5.6.jpg", stack / "img_run_4_motor_2D09_aperture_F8.0.jpg")
+    msg = only(validate(root))
+    assert "img_run_4_motor_2D09_aperture_F8.0.jpg: aperture F8.0 is not one of the ZEDD apertures" in msg
+
+
+@pytest.mark.parametrize("value", [0.0, np.nan, np.inf])
+def test_depth_without_a_valid_pixel(root, value):
+    np.save(root / "val/kitchen01/gt/depth.npy", np.full((48, 64), value, np.float32))
+    assert "gt/depth.npy: no valid pixel" in only(validate(root))
+
+
+def test_depth_negative_values(root):
+    depth = np.load(root / "val/kitchen01/gt/depth.npy")
+    depth[:2, :3] = -1.5
+    np.save(root / "val/kitchen01/gt/depth.npy", depth)
+    assert "gt/depth.npy: 6 negative depth values" in only(validate(root))
+
+
+def test_metadata_focus_distances_not_near_to_far(root):
+    text = (root / "metadata.txt").read_text().replace("\t1.4500\n", "\t0.9000\n")
+    (root / "metadata.txt").write_text(text)
+    msg = only(validate(root))
+    assert "metadata.txt: focus distances must increase with the run number" in msg
+    assert "run_2 1.0500 m -> run_3 0.9000 m" in msg
+
+
 # --- submission zips ---------------------------------------------------------------------
 def write_zip(tmp_path, arrays):
     p = tmp_path / "submission.zip"
@@ -150,3 +209,12 @@ def test_submission_not_a_zip(tmp_path):
     p = tmp_path / "submission.zip"
     p.write_bytes(b"not a zip")
     assert "not a zip file" in only(validate(p))
+
+
+def test_submission_duplicate_entry(tmp_path):
+    p = write_zip(tmp_path, valid_submission_arrays())
+    buf = io.BytesIO()
+    np.save(buf, np.full((1216, 1824), 2.5, np.float32))
+    with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(p, "a") as zf:
+        zf.writestr("zedd_output_0002.npy", buf.getvalue())
+    assert only(validate(p)) == f"duplicate entry zedd_output_0002.npy in {p} (2 entries of that name)"

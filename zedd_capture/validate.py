@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,12 @@ def validate_zedd_root(root: Path, runs: int = 9, apertures: tuple[float, ...] =
         hex_of_run = {r.run: r.hexcode for r in rows}
         if sorted(hex_of_run) != list(range(1, runs + 1)):
             problems.append(f"{root / 'metadata.txt'}: expected runs run_1..run_{runs}, found {sorted(hex_of_run)}")
+        # ZEDD runs go near to far (run_1 nearest; hexcodes fall as the distance grows)
+        backwards = [f"run_{a.run} {a.focus_distance_m:.4f} m -> run_{b.run} {b.focus_distance_m:.4f} m"
+                     for a, b in zip(rows, rows[1:]) if not b.focus_distance_m > a.focus_distance_m]
+        if backwards:
+            problems.append(f"{root / 'metadata.txt'}: focus distances must increase with the run number "
+                            f"(runs go near to far): {', '.join(backwards)}")
     except LayoutError as e:
         problems.append(str(e))
 
@@ -51,16 +58,21 @@ def validate_zedd_root(root: Path, runs: int = 9, apertures: tuple[float, ...] =
     if not samples:
         problems.append(f"{root}: no <split>/<scene>/ folders with focus_stack/ or gt/")
     for sample in samples:
-        problems += _check_focus_stack(sample.focus_stack_dir, hex_of_run, runs, apertures)
-        problems += _check_gt(sample.depth_path, sample.K_path)
+        stack_problems, image_size = _check_focus_stack(sample.focus_stack_dir, hex_of_run, runs, apertures)
+        problems += stack_problems
+        problems += _check_gt(sample.depth_path, sample.K_path, image_size)
     return problems
 
 
-def _check_focus_stack(stack_dir: Path, hex_of_run: dict[int, int], runs: int, apertures: tuple[float, ...]) -> list[str]:
+def _check_focus_stack(stack_dir: Path, hex_of_run: dict[int, int], runs: int,
+                       apertures: tuple[float, ...]) -> tuple[list[str], tuple[int, int] | None]:
+    """Problems of one focus_stack/ folder, and the (height, width) its images share (None if unknown)."""
     if not stack_dir.is_dir():
-        return [f"{stack_dir}: focus_stack folder missing"]
+        return [f"{stack_dir}: focus_stack folder missing"], None
     problems = []
     found: dict[tuple[int, float], Path] = {}
+    sizes: dict[Path, tuple[int, int]] = {}
+    allowed = {f"{n:.1f}" for n in apertures}
     for f in sorted(stack_dir.iterdir()):
         try:
             name = parse_image_name(str(f))
@@ -70,20 +82,58 @@ def _check_focus_stack(stack_dir: Path, hex_of_run: dict[int, int], runs: int, a
         if (name.run, name.f_number) in found:
             problems.append(f"{f}: duplicate image for run {name.run} at F{name.f_number:.1f} ({found[(name.run, name.f_number)].name})")
         found[(name.run, name.f_number)] = f
-        if name.run in hex_of_run and hex_of_run[name.run] != name.hexcode:
+        if not 1 <= name.run <= runs:
+            listed = "" if name.run in hex_of_run else " and metadata.txt does not list it"
+            problems.append(f"{f}: run {name.run} is not part of a ZEDD sample (runs 1..{runs}){listed}")
+        elif name.run in hex_of_run and hex_of_run[name.run] != name.hexcode:
             problems.append(
                 f"{f}: hexcode {name.hexcode:04X} does not match metadata.txt ({hex_of_run[name.run]:04X} for run_{name.run})"
             )
-        if f.stat().st_size < 4 or f.read_bytes()[:2] != b"\xff\xd8":
+        if f"{name.f_number:.1f}" not in allowed:
+            problems.append(f"{f}: aperture F{name.f_number:.1f} is not one of the ZEDD apertures "
+                            f"({', '.join(f'F{n:.1f}' for n in apertures)})")
+        data = f.read_bytes()
+        if len(data) < 4 or data[:2] != b"\xff\xd8":
             problems.append(f"{f}: not a JPEG file")
+            continue
+        size, error = _decode_jpeg(data)
+        if error is not None:
+            problems.append(f"{f}: cannot decode the JPEG: {error}")
+        if size is not None:
+            sizes[f] = size
     for run in range(1, runs + 1):
         for n in apertures:
             if (run, float(n)) not in found:
                 problems.append(f"{stack_dir}: missing image for run {run} at F{n:.1f}")
-    return problems
+    common = Counter(sizes.values()).most_common(1)[0][0] if sizes else None
+    for f, size in sizes.items():
+        if size != common:
+            problems.append(f"{f}: size {size[1]}x{size[0]} differs from the other focus-stack images "
+                            f"({common[1]}x{common[0]})")
+    return problems, common
 
 
-def _check_gt(depth_path: Path, K_path: Path) -> list[str]:
+def _decode_jpeg(data: bytes) -> tuple[tuple[int, int] | None, str | None]:
+    """(height, width) from the header (None if unreadable) and the error of a full decode (None if it decodes).
+
+    Decoded in full as eval-model does (PIL), so a truncated file fails here as it fails there.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    size = None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            size = (im.height, im.width)
+            im.load()
+    except UnidentifiedImageError:
+        return None, "PIL cannot identify it as an image (corrupt header)"
+    except Exception as e:  # noqa: BLE001 - whatever PIL raises, the image cannot be read
+        return size, " ".join(str(e).split()) or type(e).__name__
+    return size, None
+
+
+def _check_gt(depth_path: Path, K_path: Path, image_size: tuple[int, int] | None = None) -> list[str]:
+    """Problems of gt/depth.npy (2-D float32 metres, some valid pixel, none negative, the images' size) and gt/K.txt."""
     problems = []
     depth = None
     if not depth_path.is_file():
@@ -99,6 +149,8 @@ def _check_gt(depth_path: Path, K_path: Path) -> list[str]:
                 depth = None
             elif depth.dtype != np.float32:
                 problems.append(f"{depth_path}: expected float32 metres, got {depth.dtype}")
+            if depth is not None:
+                problems += _check_depth_values(depth_path, depth, image_size)
     if not K_path.is_file():
         problems.append(f"{K_path}: missing")
         return problems
@@ -121,6 +173,21 @@ def _check_gt(depth_path: Path, K_path: Path) -> list[str]:
     return problems
 
 
+def _check_depth_values(depth_path: Path, depth: np.ndarray, image_size: tuple[int, int] | None) -> list[str]:
+    """A 2-D depth map: no negative metres, at least one valid pixel (finite and > 0), the focus stack's size."""
+    problems = []
+    if np.issubdtype(depth.dtype, np.floating) or np.issubdtype(depth.dtype, np.integer):
+        finite = np.isfinite(depth)
+        negative = int(np.count_nonzero(finite & (depth < 0)))
+        if negative:
+            problems.append(f"{depth_path}: {negative} negative depth values (metres; invalid pixels are 0 or non-finite)")
+        if not np.any(finite & (depth > 0)):
+            problems.append(f"{depth_path}: no valid pixel (every value is 0, negative or non-finite)")
+    if image_size is not None and depth.shape != image_size:
+        problems.append(f"{depth_path}: shape {depth.shape} differs from the focus-stack images {image_size}")
+    return problems
+
+
 def validate_submission(zip_path: Path) -> list[str]:
     """Exactly zedd_output_0001.npy..0050.npy at the zip root, each finite float 2-D (1216, 1824), nothing else."""
     problems: list[str] = []
@@ -131,14 +198,20 @@ def validate_submission(zip_path: Path) -> list[str]:
     with zf:
         names = [i.filename for i in zf.infolist() if not i.is_dir()]
         expected = {f"zedd_output_{i:04d}.npy" for i in range(1, SUBMISSION_COUNT + 1)}
-        for name in names:
+        counts = Counter(names)
+        for name, count in counts.items():
+            if count > 1:
+                problems.append(f"duplicate entry {name} in {zip_path} ({count} entries of that name)")
+        for name in counts:
             if name not in expected:
                 problems.append(f"{zip_path}: unexpected entry {name!r} (only zedd_output_0001.npy..zedd_output_{SUBMISSION_COUNT:04d}.npy at the root)")
         for name in sorted(expected - set(names)):
             problems.append(f"{zip_path}: missing {name}")
-        for name in sorted(set(names) & expected):
+        # every copy of a duplicated name is checked (readers differ in which one they take)
+        for info in sorted((i for i in zf.infolist() if not i.is_dir() and i.filename in expected), key=lambda i: i.filename):
+            name = info.filename
             try:
-                arr = np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
+                arr = np.load(io.BytesIO(zf.read(info)), allow_pickle=False)
             except Exception as e:  # noqa: BLE001
                 problems.append(f"{zip_path}:{name}: not a readable .npy array ({e})")
                 continue
