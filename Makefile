@@ -7,8 +7,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.zedd-installed
 DEMO_ROOT ?= demo
 SCENE  ?= kitchen01
-# torch 2.13.0 CPU: these machines take it from local disk; it satisfies the fossa extra's range
+# torch 2.13.0 CPU: these machines take it from local disk; it satisfies the fossa extra's range. Elsewhere PyPI's
+# Linux wheel is the CUDA build (several GB): make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: setup test demo clean-demo bench gpu-check
 
@@ -16,9 +18,9 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml tools/setup_system.sh
 	bash tools/setup_system.sh
-	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(VENV)/bin/pip || python3 -m venv --clear $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(PY) -m pip install -q -e ".[fossa,peers,test]"
 	$(PY) -c "import open3d, ouster.sdk, gphoto2, cv2, torch, zedd_capture"
 	touch $(STAMP)

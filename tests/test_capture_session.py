@@ -163,7 +163,15 @@ def test_unexpected_file_is_moved_aside_not_deleted(reference, tmp_path):
     stray.write_bytes(b"from another rig")
     res = run(tmp_path)
     assert res.complete and any("not part of this scene's plan" in w for w in res.warnings)
-    assert (lay.raw_dir / "unexpected" / stray.name).read_bytes() == b"from another rig"
+    parked = list((lay.raw_dir / "unexpected").glob(f"{stray.name}.*"))
+    assert len(parked) == 1 and parked[0].read_bytes() == b"from another rig"
+    assert files(tmp_path) == reference
+    # a second stray of the same name is parked beside the first, not over it
+    stray.write_bytes(b"another shot")
+    res = run(tmp_path)
+    assert res.complete
+    assert sorted(p.read_bytes() for p in (lay.raw_dir / "unexpected").glob(f"{stray.name}.*")) == [
+        b"another shot", b"from another rig"]
     assert files(tmp_path) == reference
 
 

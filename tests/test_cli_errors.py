@@ -51,3 +51,9 @@ def test_eval_model_refuses_a_device_the_model_cannot_use(tmp_path):
                  "--out", str(tmp_path / "out"))
     assert result.exit_code == 1 and "dfd-classic runs on the CPU" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_model_threads_must_be_positive(tmp_path):
+    result = run("eval-model", "--data", str(tmp_path), "--threads", "0", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1 and "--threads 0: must be at least 1" in result.output
+    assert not (tmp_path / "out").exists()

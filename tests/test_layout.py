@@ -2,6 +2,7 @@
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -106,6 +107,19 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     atomic_write_bytes(p, b"new content")
     assert p.read_bytes() == b"new content"
     assert [f.name for f in p.parent.iterdir()] == ["x.bin"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path, umask):
+    # tempfile's files are private (0600): a dataset written through it would be unreadable to its other users
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        (tmp_path / "b.bin").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == stat.S_IMODE((tmp_path / "b.bin").stat().st_mode) \
+        == 0o666 & ~umask
 
 
 def test_atomic_write_error_keeps_old_file(tmp_path):

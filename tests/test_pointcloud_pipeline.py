@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 
 from zedd_capture.cli import app
 from zedd_capture.geometry import read_tum
-from zedd_capture.layout import CalibrationLayout, SceneLayout, format_image_name
+from zedd_capture.layout import CalibrationLayout, SceneLayout, default_mode, format_image_name
 from zedd_capture.pointcloud.export import ExportError, export_zedd
 from zedd_capture.pointcloud.pipeline import BuildDepthError, build_depth, read_ply
 from zedd_capture.rig import load_rig
@@ -248,6 +249,9 @@ def test_export_is_a_valid_zedd_sample(built):
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     other = export_zedd(rig, root, SCENE, s.depth, s.K, split="test")
     assert validate_zedd_root(other.root) == []
+    # readable by others as a plain mkdir / open would make them (tempfile's are private)
+    assert stat.S_IMODE(other.root.stat().st_mode) == default_mode(folder=True)
+    assert stat.S_IMODE(other.depth_path.stat().st_mode) == default_mode()
     assert np.array_equal(np.load(sample.depth_path), s.depth) and other.depth_path.is_file()
     assert [p.name for p in L.scene_dir.iterdir() if p.name.startswith(".zedd")] == []
     shutil.rmtree(other.root / "test")

@@ -21,7 +21,7 @@ from zedd_capture.sim.optics import (K_at_focus, breathing_scale, breathing_warp
 from zedd_capture.sim.render import expose, render_defocused, render_view
 from zedd_capture.sim.scene import DIFFUSE, Part, box, build_scene, scene_from_parts
 from zedd_capture.sim.textures import Texture
-from zedd_capture.sim.truth import write_truth
+from zedd_capture.sim.truth import write_camera_truth, write_truth
 
 
 def small_rig(width: int, height: int):
@@ -329,6 +329,14 @@ def test_write_truth_files(tmp_path):
     intr = yaml.safe_load((d / "intrinsics.yaml").read_text())
     assert intr["width"] == rig.camera.width_px and intr["dist"] == [0.0] * 5
     assert np.allclose(intr["K"], true_K(rig))
+    # a twin that drove no motor (a verify-only rerun of the capture) writes the same warps from the positions the
+    # manifest recorded; without them it would take the commanded codes
+    fresh = TwinRig(rig, "kitchen01", render_size=(64, 48))
+    by_run = {r.run: twin.achieved[r.hexcode] for r in rig.capture.runs}
+    write_camera_truth(tmp_path / "again", fresh, by_run)
+    assert json.loads((tmp_path / "again" / "breathing.json").read_text()) == warps
+    write_camera_truth(tmp_path / "planned", fresh)
+    assert json.loads((tmp_path / "planned" / "breathing.json").read_text()) != warps
 
 
 def test_twin_is_identity_seeded_for_resume():

@@ -4,6 +4,8 @@
 set -euo pipefail
 PY=${1:-.venv/bin/python}; ROOT=${2:-demo}; SCENE=${3:-kitchen01}
 ZEDD="$(dirname "$PY")/zedd"
+[ -x "$ZEDD" ] || ZEDD="zedd_via_python"
+zedd_via_python() { "$PY" -m zedd_capture "$@"; }
 mkdir -p "$ROOT"
 step() { echo; echo "=== $*"; }
 start=$(date +%s)

@@ -163,14 +163,22 @@ def capture(
         console.print(f"[bold cyan]{escape(message)}[/]")
         typer.confirm("Ready?", default=True, abort=True)
 
-    with _progress() as progress:
-        result = _run_stage(capture_scene, r, scene, root, *devices, yes=yes, progress=_StageBars(progress),
-                            prompt=None if yes else ask)
+    try:
+        with _progress() as progress:
+            result = _run_stage(capture_scene, r, scene, root, *devices, yes=yes, progress=_StageBars(progress),
+                                prompt=None if yes else ask)
+    except KeyboardInterrupt:
+        _fail(f"capture of {scene} interrupted: every file written so far is kept and recorded in its capture.json; "
+              "the same command continues where it stopped", code=130)
     if twin is not None and result.complete:
         from .layout import SceneLayout
         from .sim.truth import write_truth
 
-        truth_dir = _run_stage(write_truth, SceneLayout(root, scene), twin)
+        from .rig import parse_hexcode
+
+        achieved = {int(run): parse_hexcode(rec["achieved"]) for run, rec in result.manifest.get("runs", {}).items()
+                    if rec.get("achieved")}
+        truth_dir = _run_stage(write_truth, SceneLayout(root, scene), twin, achieved_by_run=achieved)
         console.print(f"twin truth (never read by the pipeline): {escape(str(truth_dir))}")
     files = result.manifest.get("files", {})
     t = Table(title=f"capture of {scene}: {'complete' if result.complete else 'INCOMPLETE'}")
@@ -183,8 +191,8 @@ def capture(
     t.add_row("captured now / verified / re-captured corrupt", f"{len(result.captured)} / {len(result.verified)} / {len(result.corrupt)}")
     t.add_row("manifest", escape(str(result.manifest_path)))
     console.print(t)
-    for w in result.warnings:
-        _warn(w)
+    if result.warnings:  # each was printed as it happened; capture.json keeps them
+        console.print(f"[yellow]{len(result.warnings)} warning(s)[/] above (also in {escape(str(result.manifest_path))})")
 
 
 # --- build-depth ---------------------------------------------------------------------------
@@ -355,6 +363,8 @@ def eval_model(
 
     if model not in MODELS:
         _fail(f"--model: {model!r} is not one of {', '.join(MODELS)}")
+    if threads is not None and threads < 1:
+        _fail(f"--threads {threads}: must be at least 1")
     if model == "dfd-classic" and device not in ("auto", "cpu"):
         _fail(f"--device {device}: dfd-classic runs on the CPU (numpy); use --device cpu or a FOSSA model")
     try:
@@ -389,10 +399,15 @@ def report(scene: str = SceneOpt, rig: Optional[str] = RigOpt, root: Path = Root
     if not scene_dir.is_dir():
         _fail(f"{scene_dir}: no such scene (capture it first, or check --scene and --root)")
     html_path, json_path, numbers = _run_stage(build_report, r, root, scene, eval_dir)
-    t = Table(title=f"accuracy of {scene}")
-    for c in ("figure", "value", "goal"):
-        t.add_column(c)
-    for row in summary_rows(numbers):
-        t.add_row(*row)
-    console.print(t)
+    rows = summary_rows(numbers)
+    if rows:
+        t = Table(title=f"accuracy of {scene}")
+        for c in ("figure", "value", "goal"):
+            t.add_column(c)
+        for row in rows:
+            t.add_row(*row)
+        console.print(t)
+    else:
+        console.print(f"no accuracy figures for {scene}: they need the twin's truth (scenes/{scene}/truth/) "
+                      "and the build's products")
     console.print(escape(f"report: {html_path}\nnumbers: {json_path}"))

@@ -187,12 +187,23 @@ def write_metadata(path: Path, rows: list[MetadataRow]) -> None:
 
 
 # --- atomic writes -----------------------------------------------------------------------
+def default_mode(folder: bool = False) -> int:
+    """The permission bits a plain ``open`` / ``mkdir`` would give under the process umask (0o644 / 0o755 under
+    umask 022): temp files from ``tempfile`` are private (0o600 / 0o700), and a dataset must stay readable by
+    whoever reads it after the rename."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "wb") -> Iterator:
-    """Open a temp file beside ``path``; on success fsync + rename over ``path``, on error delete it."""
+    """Open a temp file beside ``path``; on success fsync + rename over ``path`` (with the permissions a plain
+    ``open`` would give it), on error delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.fchmod(fd, default_mode())
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -154,9 +154,7 @@ class _Session:
                 del files[rel]
                 continue
             if path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
-                dest = self.raw / "corrupt" / f"{path.name}.{_dt.datetime.now().strftime('%Y%m%dT%H%M%S%f')}"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, dest)
+                dest = self._park(path, "corrupt")
                 self.result.corrupt.append(rel)
                 self.m.setdefault("corrupt", []).append({"file": rel, "moved_to": dest.relative_to(self.raw).as_posix(),
                                                          "found_at": _now(self.clock)})
@@ -185,17 +183,24 @@ class _Session:
                                 note="written before an interruption, recorded on resume")
                     self.result.verified.append(rel)
                 else:
-                    dest = self.raw / "unexpected" / p.name
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(p, dest)
-                    self._warn(f"{rel}: not part of this scene's plan; moved to unexpected/{p.name}")
+                    dest = self._park(p, "unexpected")
+                    self._warn(f"{rel}: not part of this scene's plan; moved to {dest.relative_to(self.raw).as_posix()}")
         for rel, p in (("lidar_static.osf", self.layout.lidar_static_path), ("lidar_sweep.osf", self.layout.lidar_sweep_path)):
             if p.is_file() and rel not in files:
-                dest = self.raw / "unexpected" / p.name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(p, dest)
-                self._warn(f"{rel}: present but not recorded in capture.json; moved to unexpected/ and recording again")
+                dest = self._park(p, "unexpected")
+                self._warn(f"{rel}: present but not recorded in capture.json; moved to "
+                           f"{dest.relative_to(self.raw).as_posix()} and recording again")
         self._save()
+
+    def _park(self, path: Path, folder: str) -> Path:
+        """Move ``path`` into raw/<folder>/ under its name and the time (a file parked there before is never
+        replaced: each may be a different shot); returns where it went."""
+        dest = self.raw / folder / f"{path.name}.{_dt.datetime.now().strftime('%Y%m%dT%H%M%S%f')}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        while dest.exists():  # two in the same microsecond
+            dest = dest.with_name(dest.name + "_")
+        os.replace(path, dest)
+        return dest
 
     # --- steps -------------------------------------------------------------------------------
     def _fail(self, where: str, err: Exception) -> CaptureInterrupted:

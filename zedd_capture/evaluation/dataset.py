@@ -7,6 +7,7 @@ protocol: native resolution (1216 x 1824 for the reference rig).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -124,9 +125,12 @@ def _read_K(sample: ZeddSample) -> np.ndarray | None:
     if not sample.K_path.is_file():
         return None
     try:
-        K = np.loadtxt(sample.K_path, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "loadtxt: input contained no data": the shape says it
+            K = np.loadtxt(sample.K_path, dtype=np.float64, ndmin=2)
     except (OSError, ValueError) as exc:
-        raise LayoutError(f"{sample.K_path}: not a 3x3 matrix of numbers: {exc}") from None
+        why = " ".join(str(exc).split()).split(";")[0]  # numpy's first clause, without its usecols advice
+        raise LayoutError(f"{sample.K_path}: not a 3x3 matrix of numbers: {why}") from None
     if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise LayoutError(f"{sample.K_path}: expected a finite 3x3 intrinsics matrix with fx, fy > 0, "
                           f"got shape {K.shape}")

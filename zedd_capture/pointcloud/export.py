@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..layout import CalibrationLayout, MetadataRow, SceneLayout, ZeddSample, format_metadata, parse_image_name
+from ..layout import (CalibrationLayout, MetadataRow, SceneLayout, ZeddSample, default_mode, format_metadata,
+                      parse_image_name)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def export_zedd(rig, root: Path, scene: str, depth: np.ndarray, K: np.ndarray, s
     layout.scene_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_parts(layout.scene_dir)
     tmp_root = Path(tempfile.mkdtemp(prefix=".zedd.", suffix=".part", dir=layout.scene_dir))
+    tmp_root.chmod(default_mode(folder=True))  # mkdtemp's folder is private; zedd/ is for others to read
     try:
         sample = ZeddSample(tmp_root, split, scene)
         sample.gt_dir.mkdir(parents=True)

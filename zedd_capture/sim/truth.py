@@ -38,7 +38,9 @@ def plan_hexcodes(rig: Rig, twin: TwinRig) -> list[tuple[int, int]]:
     return out
 
 
-def write_camera_truth(truth_dir: Path, twin: TwinRig) -> None:
+def write_camera_truth(truth_dir: Path, twin: TwinRig, achieved_by_run: dict[int, int] | None = None) -> None:
+    """The camera twin's truth files. ``achieved_by_run``: run -> the motor position its images were shot at (the
+    capture manifest's); without it, where this twin's motor went (a run it did not drive: the commanded code)."""
     rig = twin.rig
     truth_dir = Path(truth_dir)
     w, h = rig.depth_map.width_px, rig.depth_map.height_px
@@ -56,7 +58,7 @@ def write_camera_truth(truth_dir: Path, twin: TwinRig) -> None:
     W, H = rig.camera.width_px, rig.camera.height_px
     warps = {}
     for run, code in plan:
-        achieved = twin.achieved.get(code, code)
+        achieved = (achieved_by_run or {}).get(run, twin.achieved.get(code, code))
         d = float(twin.motor_model.distance_m(achieved))
         warps[f"run_{run}"] = breathing_warp_to_canonical(rig, d, W, H).tolist()
     atomic_write_json(truth_dir / "breathing.json", warps)
@@ -65,10 +67,13 @@ def write_camera_truth(truth_dir: Path, twin: TwinRig) -> None:
     atomic_write_text(truth_dir / "intrinsics.yaml", yaml.safe_dump(intr, sort_keys=False))
 
 
-def write_truth(scene_layout: SceneLayout, twin_rig: TwinRig, lidar: bool = True) -> Path:
-    """Write scenes/<scene>/truth/ (camera files, then the lidar twin's files). Returns the folder."""
+def write_truth(scene_layout: SceneLayout, twin_rig: TwinRig, lidar: bool = True,
+                achieved_by_run: dict[int, int] | None = None) -> Path:
+    """Write scenes/<scene>/truth/ (camera files, then the lidar twin's files). Returns the folder.
+    ``achieved_by_run``: see :func:`write_camera_truth` (a resumed or verify-only capture drives only some runs'
+    motor positions, or none: the manifest knows them all)."""
     truth_dir = scene_layout.truth_dir
-    write_camera_truth(truth_dir, twin_rig)
+    write_camera_truth(truth_dir, twin_rig, achieved_by_run)
     if lidar:
         try:
             from .lidar import write_lidar_truth
