@@ -1,6 +1,6 @@
 """One capture session: the rig's plan -> focus stack, static lidar frame, hand-held sweep.
 
-Entry point: :func:`capture_scene`. It writes ``scenes/<scene>/raw/`` exactly as DESIGN.md says
+Entry point: :func:`capture_scene`. It writes ``scenes/<scene>/raw/`` exactly as the data layout (README) says
 (``focus_stack/img_run_K_motor_HEX_aperture_FN.jpg``, ``lidar_static.osf``, ``lidar_sweep.osf``,
 ``capture.json``) and is resumable:
 
