@@ -1,7 +1,8 @@
 """Sony's PTP extension over USB: just enough to drive the absolute focus position.
 
 libgphoto2 cannot reach the Sony focus position (its Sony property filter drops the 0xE0xx
-codes, as measured on these machines with libgphoto2 2.5.34), so this module speaks the PTP bulk protocol itself:
+codes, as measured on these machines with libgphoto2 2.5.34), so this module speaks the PTP bulk
+protocol itself:
 
 * container encode/decode (PTP over USB, little endian): ``length u32, type u16, code u16,
   transaction id u32, params u32 * n`` followed, for data containers, by the payload;
