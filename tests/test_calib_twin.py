@@ -19,10 +19,9 @@ from zedd_capture.geometry import rotation_angle_deg
 from zedd_capture.layout import CalibrationLayout
 from zedd_capture.rig import load_rig
 
-pytest.importorskip("zedd_capture.sim.devices")
-from zedd_capture.sim.lidar import true_extrinsic  # noqa: E402  (truth: scoring only)
-from zedd_capture.sim.motor import HiddenMotor, seed_for_rig  # noqa: E402
-from zedd_capture.sim.optics import breathing_warp_to_canonical, true_K  # noqa: E402
+from zedd_capture.sim.lidar import true_extrinsic  # (truth: scoring only)
+from zedd_capture.sim.motor import HiddenMotor, seed_for_rig
+from zedd_capture.sim.optics import breathing_warp_to_canonical, true_K
 
 RIG = load_rig("sim")
 SMALL = RIG.model_copy(update={"camera": RIG.camera.model_copy(update={"width_px": 513, "height_px": 342})})

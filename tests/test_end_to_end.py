@@ -77,16 +77,15 @@ def test_accuracy_meets_stage_goals(chain):
     # the misses sit in the 1-px bands at depth edges (what build-depth --mask-edges leaves out)
     assert acc["depth"]["within_0.5pct_off_edges"] > acc["depth"]["within_0.5pct"]
     assert acc["depth"]["abs_rel_off_edges"] < acc["depth"]["abs_rel"]
-    # the weight-free baseline produced real numbers
+    # the weight-free baseline produced real numbers (measured on this seeded chain: AbsRel 0.657, delta1 0.325)
     score = numbers["model_scores"]["dfd-classic"]
-    assert 0 < score["abs_rel"] < 1 and 0 <= score["d1"] <= 1
+    assert 0 < score["abs_rel"] < 0.8 and score["d1"] > 0.25
 
 
 def test_report_renders_in_headless_chromium(chain, tmp_path):
     _, scene_dir = chain
     page = scene_dir / "report" / "index.html"
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (make test installs it)")
+    assert CHROMIUM is not None, "chromium is not installed: make test installs it (tools/setup_system.sh)"
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}"]

@@ -8,7 +8,7 @@ import pytest
 from zedd_capture.pointcloud import density as D
 from zedd_capture.pointcloud.density import density_filter, density_filter_bruteforce
 
-BACKENDS = ["scipy"] + (["numba"] if D._nb is not None else [])
+BACKENDS = ["scipy", "numba"]  # numba is a dependency (pyproject.toml): both backends are always tested
 
 
 def _cloud(seed: int, n_dense: int = 3000, n_sparse: int = 800):

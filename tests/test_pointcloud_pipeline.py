@@ -89,10 +89,11 @@ def test_build_depth_matches_twin_truth(built):
     gt = np.load(truth / "depth.npy")
     v = (gt > 0) & (s.depth > 0)
     rel = np.abs(s.depth[v] - gt[v]) / gt[v]
-    # a 2.4 s, 512-column sweep: accuracy of the bulk; the full-sweep numbers are in bench/aggregate.py
-    assert v.sum() > 0.75 * (gt > 0).sum()
-    assert np.median(rel) < 0.004
-    assert np.mean(rel <= 0.01) > 0.75
+    # a 2.4 s, 512-column sweep: accuracy of the bulk; the full-sweep numbers are in bench/aggregate.py.
+    # Measured (the twin is seeded): coverage 82.0 %, median error 0.056 %, 92.1 % within 1 %
+    assert v.sum() > 0.78 * (gt > 0).sum()
+    assert np.median(rel) < 0.001
+    assert np.mean(rel <= 0.01) > 0.88
     for p in (L.trajectory_path, L.world_cloud_path, L.build_log_path):
         assert p.is_file()
 

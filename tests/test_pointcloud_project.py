@@ -308,8 +308,7 @@ def test_numba_projection_equals_numpy_path(monkeypatch):
     """The fused numba pass returns bit-identical pixels, depths, offsets and weights, in the same order."""
     from zedd_capture.pointcloud import project as P
 
-    if P._nb is None:
-        pytest.skip("numba not installed")
+    assert P._nb is not None, "numba is a dependency (pyproject.toml): the fused kernels must be tested"
     rng = np.random.default_rng(1)
     n = 50_000
     pts = np.empty((n, 3), np.float32)
@@ -419,8 +418,7 @@ def test_depth_edge_band_marks_both_sides_of_a_jump_only():
 def test_window_sums_compiled_equals_the_numpy_reference():
     from zedd_capture.pointcloud.project import _nb, _window_offsets, _window_sums, _window_sums_numpy
 
-    if _nb is None:  # pragma: no cover - numba is a dependency
-        pytest.skip("numba missing")
+    assert _nb is not None, "numba is a dependency (pyproject.toml): the fused kernels must be tested"
     rng = np.random.default_rng(11)
     h, w, C = 23, 31, 14
     mom = rng.uniform(0, 2, (h, w, C))
@@ -440,8 +438,7 @@ def test_window_sums_compiled_equals_the_numpy_reference():
 def test_plane_fit_compiled_equals_the_numpy_fallback(monkeypatch):
     import zedd_capture.pointcloud.project as project
 
-    if project._nb is None:  # pragma: no cover - numba is a dependency
-        pytest.skip("numba missing")
+    assert project._nb is not None, "numba is a dependency (pyproject.toml): the fused kernels must be tested"
     rng = np.random.default_rng(14)
     pts = _ray_cloud(_tilted_plane(20, 3.0), 5 * W * H, 0.01, rng)
     lin, z, du, dv = project.project_points(pts, K, W, H, subpixel=True)

@@ -350,8 +350,8 @@ def test_handheld_sweep_is_smooth_seeded_and_inside(scene):
 
 
 def test_build_scene_sweeps_stay_inside():
-    """The camera twin's scenes (when present): sweeps keep clear of every surface."""
-    scene_mod = pytest.importorskip("zedd_capture.sim.scene")
+    """The camera twin's scenes: sweeps keep clear of every surface."""
+    import zedd_capture.sim.scene as scene_mod
     rig = load_rig()
     for name in ("kitchen01", "hallway02", "garden04"):
         scene = scene_mod.build_scene(name)
@@ -366,7 +366,7 @@ def test_build_scene_sweeps_stay_inside():
 
 
 def test_build_scene_static_frame():
-    scene_mod = pytest.importorskip("zedd_capture.sim.scene")
+    import zedd_capture.sim.scene as scene_mod
     scene = scene_mod.build_scene("office07")
     rig = load_rig()
     lidar = SimLidar(scene, rig)
@@ -381,8 +381,8 @@ def test_build_scene_static_frame():
 
 def test_twin_rig_lidar_and_truth(tmp_path):
     """The camera twin's TwinRig builds SimLidar(self); its truth writer calls write_lidar_truth."""
-    devices = pytest.importorskip("zedd_capture.sim.devices")
-    truth_mod = pytest.importorskip("zedd_capture.sim.truth")
+    import zedd_capture.sim.devices as devices
+    import zedd_capture.sim.truth as truth_mod
     from zedd_capture.layout import SceneLayout
 
     r = load_rig()
