@@ -204,6 +204,27 @@ def test_evaluate_with_fossa_checkpoint(checkpoint: Path, tmp_path: Path) -> Non
     assert pred.shape == (42, 56) and np.isfinite(pred).all() and (pred > 0).all()
     assert np.isfinite(row["abs_rel"]) and res["runs"] == [1, 5]
     assert res["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # 'auto'
+    # the same network run by hand on the sample's files: RGB / 255, ImageNet mean and std, the runs' focus
+    # distances from metadata.txt (0.5 m x run), K from gt/K.txt
+    from PIL import Image
+
+    from zedd_capture.fossa import IMAGENET_MEAN, IMAGENET_STD
+    from zedd_capture.layout import ZeddSample
+
+    sample = ZeddSample(tmp_path / "zedd", "test", "room01")
+    rgb = np.stack([np.asarray(Image.open(sample.image_path(r, 0x100 * r, 2.8)).convert("RGB"), np.float32) / 255
+                    for r in (1, 5)])
+    stack = (torch.from_numpy(rgb).permute(0, 3, 1, 2)[None] - torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)) \
+        / torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
+    K = torch.from_numpy(np.loadtxt(sample.K_path).astype(np.float32))[None]
+    model = load_fossa(checkpoint, "vits", res["device"])
+
+    def by_hand(fd):
+        return model.predict(stack, torch.tensor([fd], dtype=torch.float32), K)[0, 0].float().cpu().numpy()
+
+    np.testing.assert_allclose(pred, by_hand([0.5, 2.5]), atol=TOL)
+    # and each input matters at that tolerance: other focus distances give another map
+    assert np.abs(by_hand([2.5, 0.5]) - pred).max() > 10 * TOL
 
 
 def test_device_is_checked_before_loading() -> None:
