@@ -20,15 +20,16 @@ import pytest
 
 
 
-def _setup_vcam(tmp: Path) -> Path:
+def _setup_vcam(tmp: Path, monkeypatch) -> Path:
+    """The virtual camera's folder; VCAMERADIR and IOLIBS are set for this test only (``monkeypatch``)."""
     d = tmp / "vcam"
     d.mkdir()
-    os.environ["VCAMERADIR"] = str(d)
+    monkeypatch.setenv("VCAMERADIR", str(d))
     import gphoto2  # noqa: F401  (import after VCAMERADIR, as the virtual camera requires)
 
     iolibs = os.environ.get("IOLIBS", "")
     if iolibs.endswith("iolibs"):  # gphoto2 was imported earlier in this process: switch to the virtual port
-        os.environ["IOLIBS"] = iolibs[: -len("iolibs")] + "vusb"
+        monkeypatch.setenv("IOLIBS", iolibs[: -len("iolibs")] + "vusb")
     return d
 
 
@@ -96,8 +97,8 @@ def make_feeding_camera(vdir: Path, motor: FakeMotor):
     return FeedingCamera("virtual")
 
 
-def test_virtual_camera_full_stack_through_capture_scene(tmp_path):
-    vdir = _setup_vcam(tmp_path)
+def test_virtual_camera_full_stack_through_capture_scene(tmp_path, monkeypatch):
+    vdir = _setup_vcam(tmp_path, monkeypatch)
     (vdir / "shot.jpg").write_bytes(tagged_jpeg("init"))
     from zedd_capture.capture.session import capture_scene
     from zedd_capture.layout import parse_image_name
@@ -137,8 +138,8 @@ def test_virtual_camera_full_stack_through_capture_scene(tmp_path):
     assert 20 < shutters[16.0] / shutters[2.8] < 60, shutters
 
 
-def test_virtual_camera_errors_are_clear(tmp_path):
-    vdir = _setup_vcam(tmp_path)
+def test_virtual_camera_errors_are_clear(tmp_path, monkeypatch):
+    vdir = _setup_vcam(tmp_path, monkeypatch)
     (vdir / "shot.jpg").write_bytes(tagged_jpeg("x"))
     from zedd_capture.devices.gphoto2_camera import CameraError, GPhoto2Camera
     from zedd_capture.devices.protocols import DeviceError
