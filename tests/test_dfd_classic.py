@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import json
+import shutil
 from pathlib import Path
 
 from PIL import Image
@@ -162,5 +163,10 @@ def test_evaluate_dfd_classic_end_to_end(tmp_path: Path) -> None:
     assert cv2.imread(str(out / "steps01" / "depth.png")).shape == (480, 640, 3)
     assert json.loads((out / "metrics.json").read_text())["rows"][0]["d1"] == row["d1"]
     assert json.loads((out / "steps01" / "metrics.json").read_text())["abs_rel"] == row["abs_rel"]
+    assert res["other_scenes_in_out"] == []
+    # an earlier run's scene in the same --out is kept and named, not listed among this run's rows
+    shutil.copytree(out / "steps01", out / "office03")
+    again = evaluate(tmp_path / "zedd", "dfd-classic", None, "val", 2.8, (1, 3, 5, 7, 9), out, None, progress=False)
+    assert again["other_scenes_in_out"] == ["office03"] and [r["scene"] for r in again["rows"]] == ["steps01"]
     with pytest.raises(ValueError, match="submission zip needs the test split"):
         evaluate(tmp_path / "zedd", "dfd-classic", None, "val", 2.8, (1, 3, 5, 7, 9), out, out / "s.zip", False)

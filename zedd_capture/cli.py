@@ -385,6 +385,9 @@ def eval_model(
     console.print(t)
     console.print(escape(f"predictions and metrics: {result['out_dir']}"
                          + (f"; submission: {result['submission']}" if result.get("submission") else "")))
+    if result.get("other_scenes_in_out"):
+        _warn(f"{result['out_dir']} also holds predictions of scenes this run did not score (an earlier run's): "
+              f"{', '.join(result['other_scenes_in_out'])}; its metrics.json lists only this run's")
 
 
 @app.command()

@@ -146,5 +146,7 @@ def evaluate(data_root_or_scene: str | Path, model_name: str = "fossa-vits", che
     }
     if submission is not None:
         result["submission"] = str(write_submission(pred_paths, submission))
+    # predictions of scenes this run did not score (an earlier run into the same --out) stay, but are not its
+    result["other_scenes_in_out"] = sorted(p.parent.name for p in out.glob("*/depth.npy") if p.parent.name not in pred_paths)
     atomic_write_json(out / "metrics.json", result)
     return result
