@@ -174,11 +174,7 @@ def capture(
         from .layout import SceneLayout
         from .sim.truth import write_truth
 
-        from .rig import parse_hexcode
-
-        achieved = {int(run): parse_hexcode(rec["achieved"]) for run, rec in result.manifest.get("runs", {}).items()
-                    if rec.get("achieved")}
-        truth_dir = _run_stage(write_truth, SceneLayout(root, scene), twin, achieved_by_run=achieved)
+        truth_dir = _run_stage(write_truth, SceneLayout(root, scene), twin, achieved_by_run=result.achieved_by_run)
         console.print(f"twin truth (never read by the pipeline): {escape(str(truth_dir))}")
     files = result.manifest.get("files", {})
     t = Table(title=f"capture of {scene}: {'complete' if result.complete else 'INCOMPLETE'}")
@@ -394,14 +390,9 @@ def eval_model(
 def report(scene: str = SceneOpt, rig: Optional[str] = RigOpt, root: Path = RootOpt,
            eval_dir: Optional[Path] = typer.Option(None, "--eval-dir", help="eval-model output folders (default scenes/<scene>/eval).")) -> None:
     """Write a self-contained HTML report (+ JSON) for a scene, with accuracy against truth on the twin."""
-    from .layout import SceneLayout
     from .report.scene_report import build_report, summary_rows
 
-    r = _rig(rig)
-    scene_dir = _run_stage(lambda: SceneLayout(root, scene).scene_dir)
-    if not scene_dir.is_dir():
-        _fail(f"{scene_dir}: no such scene (capture it first, or check --scene and --root)")
-    html_path, json_path, numbers = _run_stage(build_report, r, root, scene, eval_dir)
+    html_path, json_path, numbers = _run_stage(build_report, _rig(rig), root, scene, eval_dir)
     rows = summary_rows(numbers)
     if rows:
         t = Table(title=f"accuracy of {scene}")

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -144,6 +145,19 @@ def read_json_file(path: Path, what: str = "JSON file", error: type[Exception] =
         raise error(f"{path}: corrupt {what}: expected a JSON {'object' if kind is dict else kind.__name__}, "
                     f"got {type(data).__name__}")
     return data
+
+
+def load_text_matrix(path: Path, what: str = "matrix", error: type[Exception] = LayoutError) -> np.ndarray:
+    """A text file of whitespace-separated numbers (``#`` comments) as a 2-D float64 array; a file that cannot be read
+    or holds anything but numbers raises ``error``: ``<path>: not a <what> of numbers: <numpy's first clause>``
+    (without its advice on ``usecols``). The caller checks the shape (an empty file gives shape (1, 0) or (0, ...))."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "loadtxt: input contained no data": the shape says it
+            return np.loadtxt(path, comments="#", ndmin=2)
+    except (OSError, ValueError) as e:
+        why = " ".join(str(e).split()).split(";")[0]
+        raise error(f"{path}: not a {what} of numbers: {why}") from None
 
 
 def load_npy(path: Path, what: str = "array", ndim: int | None = None, error: type[Exception] = LayoutError) -> np.ndarray:

@@ -13,7 +13,6 @@ leave-one-pose-out spread. At least 3 poses with non-parallel normals are needed
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +22,7 @@ from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
 from ..geometry import rotation_angle_deg, transform_points
-from ..layout import atomic_save_txt
+from ..layout import atomic_save_txt, load_text_matrix
 from .charuco import CalibrationError
 from .focus_lut import format_comment_header
 
@@ -255,13 +254,7 @@ def read_extrinsic(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise CalibrationError(f"{path}: extrinsic not found (run `zedd calibrate-extrinsics`)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "loadtxt: input contained no data"
-            T = np.loadtxt(path, comments="#", ndmin=2)
-    except (OSError, ValueError) as e:
-        why = " ".join(str(e).split()).split(";")[0]  # numpy's first clause, without its usecols advice
-        raise CalibrationError(f"{path}: not a 4x4 matrix of numbers: {why}") from None
+    T = load_text_matrix(path, "4x4 matrix", CalibrationError)
     if T.shape != (4, 4):
         raise CalibrationError(f"{path}: expected a finite 4x4 matrix, got shape {T.shape}")
     if not np.all(np.isfinite(T)):

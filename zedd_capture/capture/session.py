@@ -64,6 +64,12 @@ class CaptureResult:
     def complete(self) -> bool:
         return self.manifest.get("status") == "complete"
 
+    @property
+    def achieved_by_run(self) -> dict[int, int]:
+        """run -> the motor position its images were shot at, as capture.json records it."""
+        return {int(run): parse_hexcode(rec["achieved"]) for run, rec in self.manifest.get("runs", {}).items()
+                if rec.get("achieved")}
+
 
 def _now(clock: Callable[[], float]) -> str:
     return _dt.datetime.fromtimestamp(clock(), _dt.timezone.utc).isoformat(timespec="milliseconds")

@@ -7,7 +7,6 @@ protocol: native resolution (1216 x 1824 for the reference rig).
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..layout import LayoutError, ZeddSample, load_depth_map, parse_image_name, read_metadata
+from ..layout import LayoutError, ZeddSample, load_depth_map, load_text_matrix, parse_image_name, read_metadata
 
 DEFAULT_APERTURE = 2.8
 DEFAULT_RUNS: tuple[int, ...] = (1, 3, 5, 7, 9)
@@ -124,13 +123,7 @@ def _val_image(img: Image.Image, resample: Image.Resampling) -> Image.Image:
 def _read_K(sample: ZeddSample) -> np.ndarray | None:
     if not sample.K_path.is_file():
         return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "loadtxt: input contained no data": the shape says it
-            K = np.loadtxt(sample.K_path, dtype=np.float64, ndmin=2)
-    except (OSError, ValueError) as exc:
-        why = " ".join(str(exc).split()).split(";")[0]  # numpy's first clause, without its usecols advice
-        raise LayoutError(f"{sample.K_path}: not a 3x3 matrix of numbers: {why}") from None
+    K = load_text_matrix(sample.K_path, "3x3 matrix")
     if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise LayoutError(f"{sample.K_path}: expected a finite 3x3 intrinsics matrix with fx, fy > 0, "
                           f"got shape {K.shape}")

@@ -137,11 +137,10 @@ KEEPS_BUILD_CALIBRATION = "--reproject keeps the build's; build again without --
 def calibration_changes(rig, root: Path, build_log: dict) -> list[str]:
     """Warnings when calibration/<rig>/ no longer gives the camera the build used (``build_log``'s K and
     lidar->camera transform, T_camera_world @ T_world_static): a reprojection keeps the build's camera."""
-    keep = KEEPS_BUILD_CALIBRATION
     try:
         T_cl, K_canon, K_size, _ = load_camera_calibration(rig, root)
     except (OSError, ValueError, RuntimeError) as e:
-        return [f"the calibration cannot be read now ({e}); {keep}"]
+        return [f"the calibration cannot be read now ({e}); {KEEPS_BUILD_CALIBRATION}"]
     K_now = scale_intrinsics(K_canon, K_size, (rig.depth_map.width_px, rig.depth_map.height_px))
     K_built = np.asarray(build_log["K"], dtype=np.float64).reshape(3, 3)
     T_built = (np.asarray(build_log["T_camera_world"], dtype=np.float64).reshape(4, 4)
@@ -152,7 +151,7 @@ def calibration_changes(rig, root: Path, build_log: dict) -> list[str]:
     if not np.allclose(T_cl, T_built, atol=1e-6):
         changed.append("lidar->camera extrinsic")
     cal_dir = CalibrationLayout(Path(root), rig.name).dir
-    return [f"{cal_dir}: the {' and the '.join(changed)} changed since the build; {keep}"] if changed else []
+    return [f"{cal_dir}: the {' and the '.join(changed)} changed since the build; {KEEPS_BUILD_CALIBRATION}"] if changed else []
 
 
 def reproject(rig, root: Path, scene: str, config: BuildConfig | None = None, mode: str = "fast",

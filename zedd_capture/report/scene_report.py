@@ -218,7 +218,8 @@ def build_report(rig: Rig, root: Path, scene: str, eval_dir: Path | None = None)
     """Write report/index.html and report/report.json for a scene; returns (html, json, numbers)."""
     lay = SceneLayout(root, scene)
     if not lay.scene_dir.is_dir():
-        raise LayoutError(f"{lay.scene_dir}: no such scene ({scene!r} does not exist under {Path(root) / 'scenes'})")
+        raise LayoutError(f"{lay.scene_dir}: no such scene ({scene!r} does not exist under {Path(root) / 'scenes'}; "
+                          "capture it first, or check --scene and --root)")
     sample = lay.zedd_sample()
     numbers = collect_numbers(rig, root, scene, eval_dir)
     parts = [f"<h1>ZEDD scene report: {html.escape(scene)}</h1><p>rig {html.escape(rig.name)}</p>"]
