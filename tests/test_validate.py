@@ -76,7 +76,7 @@ def test_depth_missing(root):
 
 def test_depth_not_2d(root):
     np.save(root / "val/kitchen01/gt/depth.npy", np.ones((48, 64, 1), np.float32))
-    assert "expected a 2-D depth map, got shape (48, 64, 1)" in only(validate(root))
+    assert "depth map must be 2-D, got shape (48, 64, 1)" in only(validate(root))
 
 
 def test_depth_wrong_dtype(root):
@@ -86,12 +86,18 @@ def test_depth_wrong_dtype(root):
 
 def test_depth_corrupt(root):
     (root / "val/kitchen01/gt/depth.npy").write_bytes(b"\x93NUMPY garbage")
-    assert "gt/depth.npy: not a readable .npy file" in only(validate(root))
+    assert "gt/depth.npy: not a readable .npy depth map: corrupt" in only(validate(root))
 
 
 def test_K_not_3x3(root):
     np.savetxt(root / "val/kitchen01/gt/K.txt", np.eye(4))
     assert "K.txt: expected a 3x3 matrix, got shape (4, 4)" in only(validate(root))
+
+
+def test_K_not_numbers(root):
+    (root / "val/kitchen01/gt/K.txt").write_text("fx 0 320\n0 fy 240\n0 0 1\n")
+    problem = only(validate(root))
+    assert "gt/K.txt: not a 3x3 matrix of numbers: could not convert string" in problem and "usecols" not in problem
 
 
 def test_K_does_not_fit_depth_size(root):

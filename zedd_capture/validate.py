@@ -16,6 +16,8 @@ from .layout import (
     SUBMISSION_SHAPE,
     LayoutError,
     find_zedd_samples,
+    load_npy,
+    load_text_matrix,
     parse_image_name,
     read_metadata,
 )
@@ -139,25 +141,21 @@ def _check_gt(depth_path: Path, K_path: Path, image_size: tuple[int, int] | None
     if not depth_path.is_file():
         problems.append(f"{depth_path}: missing")
     else:
-        try:
-            depth = np.load(depth_path, allow_pickle=False)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is one reported problem
-            problems.append(f"{depth_path}: not a readable .npy file ({e})")
+        try:  # eval-model's reader (layout.load_depth_map) with its messages, and float32 as the format asks
+            depth = load_npy(depth_path, "depth map", ndim=2)
+        except LayoutError as e:
+            problems.append(str(e))
         else:
-            if depth.ndim != 2:
-                problems.append(f"{depth_path}: expected a 2-D depth map, got shape {depth.shape}")
-                depth = None
-            elif depth.dtype != np.float32:
+            if depth.dtype != np.float32:
                 problems.append(f"{depth_path}: expected float32 metres, got {depth.dtype}")
-            if depth is not None:
-                problems += _check_depth_values(depth_path, depth, image_size)
+            problems += _check_depth_values(depth_path, depth, image_size)
     if not K_path.is_file():
         problems.append(f"{K_path}: missing")
         return problems
     try:
-        K = np.loadtxt(K_path, ndmin=2)
-    except ValueError as e:
-        problems.append(f"{K_path}: not a numeric 3x3 matrix ({e})")
+        K = load_text_matrix(K_path, "3x3 matrix")
+    except LayoutError as e:
+        problems.append(str(e))
         return problems
     if K.shape != (3, 3):
         problems.append(f"{K_path}: expected a 3x3 matrix, got shape {K.shape}")
