@@ -1,6 +1,6 @@
 """bench/depth_budget: where the depth map's error comes from, on a built twin scene.
 
-    .venv/bin/python bench/depth_budget.py [--root demo] [--scene kitchen01]
+    .venv/bin/python bench/depth_budget.py [--root demo] [--scene kitchen01 [--scene office03 ...]]
 
 Needs a twin scene that build-depth has built, with its truth/ folder: ``make demo`` leaves one in demo/ (without
 one at the default root the bench says so and skips). The build's
@@ -145,34 +145,23 @@ def equivalent_sigma(edge_miss_pct: float, bound: list[float], sigmas: tuple[flo
     return f"{np.interp(edge_miss_pct, misses, sigmas):.2f}"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", type=Path, default=None, help="twin root with a built scene (default: demo/)")
-    ap.add_argument("--scene", default="kitchen01")
-    a = ap.parse_args()
+def scene_budget(rig, root: Path, scene: str) -> dict | None:
+    """Print the three tables of one built twin scene; its rows' scores, the bound and its valid pixel count."""
     from zedd_capture.sim.devices import TwinRig
     from zedd_capture.sim.optics import true_K
     from zedd_capture.sim.truth import render_depth
 
-    rig = load_rig("sim")
-    root = a.root or Path(__file__).resolve().parent.parent / "demo"
-    layout = SceneLayout(root, a.scene)
-    truth_path = layout.truth_dir / "depth.npy"
-    if not (truth_path.is_file() and layout.build_log_path.is_file()):
-        message = f"{layout.scene_dir}: no built twin scene with its truth (make demo builds one)"
-        if a.root is None:
-            print(f"depth_budget: {message}; skipped")
-            return
-        sys.exit(message)
-    truth = np.load(truth_path)
+    layout = SceneLayout(root, scene)
+    truth = np.load(layout.truth_dir / "depth.npy")
     E_est = np.loadtxt(CalibrationLayout(root, rig.name).extrinsic_path)
     E_true = np.loadtxt(layout.truth_dir / "extrinsic.txt")
     C = E_true @ np.linalg.inv(E_est)  # estimated camera frame -> true camera frame
-    twin = TwinRig(rig, a.scene, root)
+    twin = TwinRig(rig, scene, root)
     T_world_camera_true = twin.base_scene.tripod_camera_pose
     t0 = time.perf_counter()
-    inputs = load_projection_inputs(rig, root, a.scene)
-    print(f"read the build's projection inputs: {len(inputs.points_cam):,} points ({time.perf_counter() - t0:.1f} s)")
+    inputs = load_projection_inputs(rig, root, scene)
+    print(f"\n{scene}: read the build's projection inputs: {len(inputs.points_cam):,} points "
+          f"({time.perf_counter() - t0:.1f} s)")
     cfg = BuildConfig()
     radius = splat_radius(rig, cfg)
     W, H, K = inputs.width, inputs.height, inputs.K
@@ -196,7 +185,7 @@ def main() -> None:
                            (f"... + {sigma * 100:g} cm noise along the camera rays", sigma, "camera")):
         p, keep = exact_points(twin, T_world_camera_true, pts_true, sens_true, inputs.frame_index, s, along)
         rows.append((name, project(p[keep], sens_true, inputs.frame_index[keep])))
-    print(f"\n{a.scene}: depth error budget ({W} x {H} px; misses by distance from a true depth jump > 3 %)")
+    print(f"\n{scene}: depth error budget ({W} x {H} px; misses by distance from a true depth jump > 3 %)")
     head = f"{'':66s} {'within 0.5%':>11s} {'mask-edges':>10s} {'AbsRel':>7s} {'best99':>7s} {'off@1px':>8s} {'off@2px':>8s} {'off else':>8s} {'<1 m bias':>9s}"
     print(head)
     scores = [(name, score(depth, truth)) for name, depth in rows]
@@ -215,12 +204,45 @@ def main() -> None:
     print("  " + " | ".join(f"sigma {sg:g} px: {b:.2f}%" for sg, b in zip(SIGMAS_PX, bound)))
     print(f"{'':66s} {'off within 2 px of a jump':>26s} {'equivalent sigma (px)':>22s} {'off elsewhere':>14s} "
           f"{'sigma for 99 %':>15s}")
+    summary = []
     for name, r in scores:
         edge_pct = 100 * (r["miss_jump1"] + r["miss_jump2"]) / n_valid
         other_pct = 100 * r["miss_other"] / n_valid
         needed = equivalent_sigma(1.0 - other_pct, bound) if other_pct < 1.0 else "none"
-        print(f"{name:66s} {edge_pct:25.2f}% {equivalent_sigma(edge_pct, bound):>22s} {other_pct:13.2f}% {needed:>15s}")
-    print(f"\n({time.perf_counter() - t0:.0f} s)")
+        summary.append((name, r["within"], equivalent_sigma(edge_pct, bound), other_pct, needed))
+        print(f"{name:66s} {edge_pct:25.2f}% {summary[-1][2]:>22s} {other_pct:13.2f}% {needed:>15s}")
+    print(f"\n({scene}: {time.perf_counter() - t0:.0f} s)")
+    return {"rows": summary}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=None, help="twin root with built scenes (default: demo/)")
+    ap.add_argument("--scene", action="append", default=None,
+                    help="a built twin scene (repeatable; default kitchen01); several end with a summary")
+    a = ap.parse_args()
+    rig = load_rig("sim")
+    root = a.root or Path(__file__).resolve().parent.parent / "demo"
+    scenes = a.scene or ["kitchen01"]
+    for scene in scenes:
+        layout = SceneLayout(root, scene)
+        if not ((layout.truth_dir / "depth.npy").is_file() and layout.build_log_path.is_file()):
+            message = f"{layout.scene_dir}: no built twin scene with its truth (make demo builds kitchen01)"
+            if a.root is None and a.scene is None:
+                print(f"depth_budget: {message}; skipped")
+                return
+            sys.exit(message)
+    results = {scene: scene_budget(rig, root, scene) for scene in scenes}
+    if len(scenes) > 1:
+        print("\nsummary: within 0.5 % / equivalent sigma (px) / off away from jumps / sigma for 99 %")
+        names = [name for name, *_ in results[scenes[0]]["rows"]]
+        print(f"{'':66s} " + " ".join(f"{s:>30s}" for s in scenes))
+        for i, name in enumerate(names):
+            cells = []
+            for scene in scenes:
+                _, within, eq, other, needed = results[scene]["rows"][i]
+                cells.append(f"{within:.2f}% / {eq} / {other:.2f}% / {needed}")
+            print(f"{name:66s} " + " ".join(f"{c:>30s}" for c in cells))
 
 
 if __name__ == "__main__":
