@@ -6,8 +6,9 @@ Stage modules are imported inside each command so `zedd --help` and `zedd valida
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -76,6 +77,23 @@ def _run_stage(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except (LayoutError, DeviceError, RigError, OSError, ValueError, RuntimeError, yaml.YAMLError) as e:
         _fail(f"{type(e).__name__}: {e}")
+
+
+@contextmanager
+def _locked(folder: Path, command: str) -> Iterator[None]:
+    """Run the block holding ``folder``'s zedd lock (lock.folder_lock); another command holding it is one error."""
+    from .layout import LayoutError
+    from .lock import folder_lock
+
+    lock = folder_lock(folder, command)
+    try:
+        lock.__enter__()
+    except (LayoutError, OSError) as e:
+        _fail(f"{type(e).__name__}: {e}")
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 # --- rig / validate ----------------------------------------------------------------------
@@ -163,19 +181,22 @@ def capture(
         console.print(f"[bold cyan]{escape(message)}[/]")
         typer.confirm("Ready?", default=True, abort=True)
 
-    try:
-        with _progress() as progress:
-            result = _run_stage(capture_scene, r, scene, root, *devices, yes=yes, progress=_StageBars(progress),
-                                prompt=None if yes else ask)
-    except KeyboardInterrupt:
-        _fail(f"capture of {scene} interrupted: every file written so far is kept and recorded in its capture.json; "
-              "the same command continues where it stopped", code=130)
-    if twin is not None and result.complete:
-        from .layout import SceneLayout
-        from .sim.truth import write_truth
+    from .layout import SceneLayout
 
-        truth_dir = _run_stage(write_truth, SceneLayout(root, scene), twin, achieved_by_run=result.achieved_by_run)
-        console.print(f"twin truth (never read by the pipeline): {escape(str(truth_dir))}")
+    layout = SceneLayout(root, scene)
+    with _locked(layout.scene_dir, f"capture --scene {scene}"):
+        try:
+            with _progress() as progress:
+                result = _run_stage(capture_scene, r, scene, root, *devices, yes=yes, progress=_StageBars(progress),
+                                    prompt=None if yes else ask)
+        except KeyboardInterrupt:
+            _fail(f"capture of {scene} interrupted: every file written so far is kept and recorded in its "
+                  "capture.json; the same command continues where it stopped", code=130)
+        if twin is not None and result.complete:
+            from .sim.truth import write_truth
+
+            truth_dir = _run_stage(write_truth, layout, twin, achieved_by_run=result.achieved_by_run)
+            console.print(f"twin truth (never read by the pipeline): {escape(str(truth_dir))}")
     files = result.manifest.get("files", {})
     t = Table(title=f"capture of {scene}: {'complete' if result.complete else 'INCOMPLETE'}")
     t.add_column("item")
@@ -204,6 +225,7 @@ def build_depth(
     reproject: bool = typer.Option(False, "--reproject", help="Run only the projection again, from the last build's work/ files (new projection settings or cleanup regions; seconds instead of minutes). Settings of the earlier stages must be the build's; the build's calibration is kept (a warning says when calibration/ changed since), and points that a cleanup region removed at the build do not come back when the region shrinks: build again for those."),
 ) -> None:
     """Lidar sweep -> world cloud -> registered, cleaned, projected depth map; export the ZEDD sample."""
+    from .layout import SceneLayout
     from .pointcloud.export import export_inputs, export_zedd
     from .pointcloud.pipeline import BuildConfig, with_settings
     from .pointcloud.pipeline import build_depth as run
@@ -211,23 +233,24 @@ def build_depth(
     r = _rig(rig)
     config = _run_stage(with_settings, BuildConfig(mask_edge_band=mask_edges), settings)
     inputs = _run_stage(export_inputs, r, root, scene)  # focus stack, LUT, warps: fail now, not after the build
-    with _progress() as progress:
-        bars = _StageBars(progress)
-        if reproject:
-            from .pointcloud.reproject import reproject as rerun
+    with _locked(SceneLayout(root, scene).scene_dir, f"build-depth --scene {scene}"):
+        with _progress() as progress:
+            bars = _StageBars(progress)
+            if reproject:
+                from .pointcloud.reproject import reproject as rerun
 
-            summary = _run_stage(rerun, r, root, scene, config=config, mode=mode, progress=bars)
-        else:
-            summary = _run_stage(run, r, root, scene, mode=mode, progress=bars, config=config)
-        bars("export", 0, 1)
-        try:
-            sample = export_zedd(r, root, scene, summary.depth, summary.K, split=split, inputs=inputs)
-        except (OSError, ValueError, RuntimeError) as e:
-            _fail(f"{type(e).__name__}: {e}\nThe build's work files (work/build_depth.json, the clouds, the trajectory) "
-                  "are written; zedd/ still holds the previous export. Once the cause is fixed, "
-                  f"`zedd build-depth --scene {scene} --reproject` (with the same --set options) exports without "
-                  "rebuilding.")
-        bars("export", 1, 1)
+                summary = _run_stage(rerun, r, root, scene, config=config, mode=mode, progress=bars)
+            else:
+                summary = _run_stage(run, r, root, scene, mode=mode, progress=bars, config=config)
+            bars("export", 0, 1)
+            try:
+                sample = export_zedd(r, root, scene, summary.depth, summary.K, split=split, inputs=inputs)
+            except (OSError, ValueError, RuntimeError) as e:
+                _fail(f"{type(e).__name__}: {e}\nThe build's work files (work/build_depth.json, the clouds, the trajectory) "
+                      "are written; zedd/ still holds the previous export. Once the cause is fixed, "
+                      f"`zedd build-depth --scene {scene} --reproject` (with the same --set options) exports without "
+                      "rebuilding.")
+            bars("export", 1, 1)
     t = Table(title=f"build-depth {scene} ({summary.mode}{', reprojected' if reproject else ''})", show_header=False)
     t.add_row("frames", str(summary.frames))
     t.add_row("points in world cloud", f"{summary.points:,}")
@@ -270,7 +293,9 @@ def _calibrate(fn, title: str, rig: Optional[str], root: Path, **kwargs) -> None
         _fail(f"--images-dir {images_dir}: the simulated rig calibrates on the twin; image folders are for hardware rigs")
     if images_dir is not None and not Path(images_dir).is_dir():
         _fail(f"--images-dir {images_dir}: no such folder")
-    with console.status(title) as status:
+    from .layout import CalibrationLayout
+
+    with _locked(CalibrationLayout(root, r.name).dir, f"calibration of the {title}"), console.status(title) as status:
         report = _run_stage(fn, r, root, progress=_StatusLog(status), **kwargs)
     console.print(report.table())
     for note in report.notes:

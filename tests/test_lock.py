@@ -1,0 +1,91 @@
+"""One writing zedd command per scene / calibration folder (lock.folder_lock), held by a real second process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from zedd_capture.cli import app
+from zedd_capture.layout import LayoutError
+from zedd_capture.lock import LOCK_NAME, folder_lock
+from zedd_capture.rig import load_rig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def holder():
+    """Start a process that holds ``folder``'s lock as ``command`` until killed; yields (start, processes)."""
+    procs: list[subprocess.Popen] = []
+
+    def start(folder: Path, command: str) -> subprocess.Popen:
+        code = textwrap.dedent(f"""
+            import sys, time
+            from zedd_capture.lock import folder_lock
+            with folder_lock({str(folder)!r}, {command!r}):
+                print("held", flush=True)
+                time.sleep(120)
+        """)
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        procs.append(p)
+        assert p.stdout.readline().strip() == "held"
+        return p
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_a_second_command_is_refused_with_the_holder_named(tmp_path, holder):
+    folder = tmp_path / "scenes" / "kitchen01"
+    p = holder(folder, "build-depth --scene kitchen01")
+    with pytest.raises(LayoutError) as e:
+        with folder_lock(folder, "capture --scene kitchen01"):
+            pytest.fail("the lock was taken twice")
+    msg = str(e.value)
+    assert msg.startswith(f"{folder}: in use by another zedd command (build-depth --scene kitchen01, pid {p.pid} on ")
+    assert "run this one when it has finished" in msg
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path, holder):
+    folder = tmp_path / "calibration" / "sim"
+    p = holder(folder, "calibration of the focus LUT")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    with folder_lock(folder, "calibration of the canonical intrinsics") as path:
+        assert path == folder / LOCK_NAME
+        assert f'"pid": {os.getpid()}' in path.read_text()
+
+
+def test_the_lock_is_released_after_the_block_also_on_errors(tmp_path):
+    with pytest.raises(KeyError):
+        with folder_lock(tmp_path, "first"):
+            raise KeyError("a failing stage")
+    with folder_lock(tmp_path, "second"):
+        pass
+
+
+def test_cli_calibration_while_another_holds_the_folder_writes_nothing(tmp_path, holder):
+    cal = tmp_path / "calibration" / load_rig("sim").name
+    holder(cal, "calibration of the focus LUT")
+    result = CliRunner().invoke(app, ["calibrate-intrinsics", "--root", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "in use by another zedd command (calibration of the focus LUT" in " ".join(result.output.split())
+    assert sorted(p.name for p in cal.iterdir()) == [LOCK_NAME]
+
+
+def test_cli_capture_while_another_holds_the_scene_writes_nothing(tmp_path, holder):
+    scene = tmp_path / "scenes" / "kitchen01"
+    holder(scene, "build-depth --scene kitchen01")
+    result = CliRunner().invoke(app, ["capture", "--scene", "kitchen01", "--root", str(tmp_path), "--yes"])
+    assert result.exit_code == 1, result.output
+    assert "in use by another zedd command (build-depth --scene kitchen01" in " ".join(result.output.split())
+    assert sorted(p.name for p in scene.iterdir()) == [LOCK_NAME]

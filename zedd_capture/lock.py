@@ -1,0 +1,58 @@
+"""One writing zedd command at a time per scene or calibration folder.
+
+Two commands writing the same folder at once (two terminals, a capture and a build of the same scene) would each
+leave whole files (every write is atomic) but a set that belongs to neither run: build_depth.json of one build
+beside the depth map of the other. :func:`folder_lock` holds an exclusive advisory lock (``fcntl.flock``) on
+``<folder>/.zedd.lock`` for the length of a command; a second command on the same folder fails at once with one
+error naming the folder and the command that holds it. The kernel drops the lock when its process ends, however
+it ends (Ctrl-C, a crash, ``kill -9``), so no stale lock ever blocks a later command; the small file stays.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .layout import LayoutError
+
+LOCK_NAME = ".zedd.lock"
+
+
+@contextmanager
+def folder_lock(folder: Path, command: str) -> Iterator[Path]:
+    """Hold ``<folder>/.zedd.lock`` (the folder is created) while ``command`` (e.g. ``build-depth kitchen01``) runs.
+
+    Raises LayoutError ``<folder>: in use by another zedd command (<command>, pid <pid> on <host>, since <time>);
+    ...`` when another process holds it. Yields the lock file's path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LayoutError(f"{folder}: in use by another zedd command ({_holder(path)}); run this one when it "
+                              "has finished") from None
+        holder = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
+                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holder(path: Path) -> str:
+    """'<command>, pid <pid> on <host>, since <time>' from the lock file, or what can be said without it."""
+    try:
+        h = json.loads(path.read_text())
+        return f"{h['command']}, pid {h['pid']} on {h['host']}, since {h['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its details could not be read"
