@@ -89,3 +89,32 @@ def test_cli_capture_while_another_holds_the_scene_writes_nothing(tmp_path, hold
     assert result.exit_code == 1, result.output
     assert "in use by another zedd command (build-depth --scene kitchen01" in " ".join(result.output.split())
     assert sorted(p.name for p in scene.iterdir()) == [LOCK_NAME]
+
+
+def test_a_file_system_that_cannot_lock_warns_and_runs(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):  # what flock answers on a mount without lock support (no such mount here)
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ran = False
+    with pytest.warns(UserWarning, match="the file system cannot lock \\(No locks available\\)"):
+        with folder_lock(tmp_path, "build-depth --scene kitchen01"):
+            ran = True
+    assert ran
+
+
+def test_cli_on_a_file_system_that_cannot_lock_warns_and_calibrates(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    result = CliRunner().invoke(app, ["calibrate-intrinsics", "--root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output and "the file system cannot lock" in " ".join(result.output.split())
+    assert (tmp_path / "calibration" / load_rig("sim").name / "intrinsics.yaml").is_file()

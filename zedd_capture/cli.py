@@ -85,11 +85,17 @@ def _locked(folder: Path, command: str) -> Iterator[None]:
     from .layout import LayoutError
     from .lock import folder_lock
 
+    import warnings
+
     lock = folder_lock(folder, command)
     try:
-        lock.__enter__()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            lock.__enter__()
     except (LayoutError, OSError) as e:
         _fail(f"{type(e).__name__}: {e}")
+    for w in caught:  # a file system that cannot lock
+        _warn(str(w.message))
     try:
         yield
     finally:

@@ -10,11 +10,13 @@ it ends (Ctrl-C, a crash, ``kill -9``), so no stale lock ever blocks a later com
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +24,7 @@ from typing import Iterator
 from .layout import LayoutError
 
 LOCK_NAME = ".zedd.lock"
+_CANNOT_LOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
 @contextmanager
@@ -29,7 +32,8 @@ def folder_lock(folder: Path, command: str) -> Iterator[Path]:
     """Hold ``<folder>/.zedd.lock`` (the folder is created) while ``command`` (e.g. ``build-depth kitchen01``) runs.
 
     Raises LayoutError ``<folder>: in use by another zedd command (<command>, pid <pid> on <host>, since <time>);
-    ...`` when another process holds it. Yields the lock file's path."""
+    ...`` when another process holds it. On a file system that cannot lock, warns and runs unguarded. Yields the
+    lock file's path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
@@ -40,6 +44,14 @@ def folder_lock(folder: Path, command: str) -> Iterator[Path]:
         except BlockingIOError:
             raise LayoutError(f"{folder}: in use by another zedd command ({_holder(path)}); run this one when it "
                               "has finished") from None
+        except OSError as e:
+            if e.errno not in _CANNOT_LOCK:
+                raise
+            # a file system without locks (some network mounts): run unguarded rather than not at all
+            warnings.warn(f"{folder}: the file system cannot lock ({e.strerror}); nothing stops a second zedd "
+                          "command from writing this folder at the same time", stacklevel=3)
+            yield path
+            return
         holder = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
                   "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
