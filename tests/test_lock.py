@@ -118,3 +118,12 @@ def test_cli_on_a_file_system_that_cannot_lock_warns_and_calibrates(tmp_path, mo
     assert result.exit_code == 0, result.output
     assert "warning: " in result.output and "the file system cannot lock" in " ".join(result.output.split())
     assert (tmp_path / "calibration" / load_rig("sim").name / "intrinsics.yaml").is_file()
+
+
+def test_cli_report_waits_for_no_one_but_says_who_holds_the_scene(tmp_path, holder):
+    scene = tmp_path / "scenes" / "kitchen01"
+    holder(scene, "build-depth --scene kitchen01")
+    result = CliRunner().invoke(app, ["report", "--scene", "kitchen01", "--root", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "in use by another zedd command (build-depth --scene kitchen01" in " ".join(result.output.split())
+    assert not (scene / "report").exists()

@@ -421,9 +421,15 @@ def eval_model(
 def report(scene: str = SceneOpt, rig: Optional[str] = RigOpt, root: Path = RootOpt,
            eval_dir: Optional[Path] = typer.Option(None, "--eval-dir", help="eval-model output folders (default scenes/<scene>/eval).")) -> None:
     """Write a self-contained HTML report (+ JSON) for a scene, with accuracy against truth on the twin."""
+    from contextlib import nullcontext
+
+    from .layout import SceneLayout
     from .report.scene_report import build_report, summary_rows
 
-    html_path, json_path, numbers = _run_stage(build_report, _rig(rig), root, scene, eval_dir)
+    r = _rig(rig)
+    scene_dir = SceneLayout(root, scene).scene_dir  # a misspelt scene is build_report's error, not a new folder
+    with _locked(scene_dir, f"report --scene {scene}") if scene_dir.is_dir() else nullcontext():
+        html_path, json_path, numbers = _run_stage(build_report, r, root, scene, eval_dir)
     rows = summary_rows(numbers)
     if rows:
         t = Table(title=f"accuracy of {scene}")
