@@ -81,25 +81,24 @@ def _run_stage(fn, *args, **kwargs):
 
 @contextmanager
 def _locked(folder: Path, command: str) -> Iterator[None]:
-    """Run the block holding ``folder``'s zedd lock (lock.folder_lock); another command holding it is one error."""
+    """Run the block holding ``folder``'s zedd lock (lock.folder_lock); another command holding it is one error,
+    a file system that cannot lock one warning."""
+    import warnings
+    from contextlib import ExitStack
+
     from .layout import LayoutError
     from .lock import folder_lock
 
-    import warnings
-
-    lock = folder_lock(folder, command)
-    try:
+    with ExitStack() as stack:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            lock.__enter__()
-    except (LayoutError, OSError) as e:
-        _fail(f"{type(e).__name__}: {e}")
-    for w in caught:  # a file system that cannot lock
-        _warn(str(w.message))
-    try:
+            try:
+                stack.enter_context(folder_lock(folder, command))
+            except (LayoutError, OSError) as e:
+                _fail(f"{type(e).__name__}: {e}")
+        for w in caught:
+            _warn(str(w.message))
         yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 # --- rig / validate ----------------------------------------------------------------------
