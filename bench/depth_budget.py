@@ -39,6 +39,7 @@ from scipy.ndimage import binary_dilation, distance_transform_edt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from zedd_capture.geometry import scale_intrinsics  # noqa: E402
 from zedd_capture.layout import CalibrationLayout, SceneLayout  # noqa: E402
 from zedd_capture.pointcloud.pipeline import BuildConfig, project_depth, splat_radius  # noqa: E402
 from zedd_capture.pointcloud.project import depth_edge_band  # noqa: E402
@@ -113,9 +114,8 @@ def silhouette_bound(scene, K: np.ndarray, width: int, height: int, T_world_came
     from zedd_capture.sim.truth import render_depth
 
     s = SUPERSAMPLE
-    Ks = K.copy()
-    Ks[:2, :2] *= s
-    Ks[:2, 2] = K[:2, 2] * s + (s - 1) / 2  # sample (i, j) of pixel (v, u) sits at (v s + i, u s + j)
+    # pixel-centre convention: sample (i, j) of pixel (v, u) sits at (v s + i, u s + j)
+    Ks = scale_intrinsics(K, (width, height), (width * s, height * s))
     fine = render_depth(scene, Ks, width * s, height * s, T_world_camera)
     truth = fine[s // 2::s, s // 2::s]
     valid = truth > 0
@@ -145,8 +145,9 @@ def equivalent_sigma(edge_miss_pct: float, bound: list[float], sigmas: tuple[flo
     return f"{np.interp(edge_miss_pct, misses, sigmas):.2f}"
 
 
-def scene_budget(rig, root: Path, scene: str) -> dict | None:
-    """Print the three tables of one built twin scene; its rows' scores, the bound and its valid pixel count."""
+def scene_budget(rig, root: Path, scene: str) -> list[tuple[str, float, str, float, str]]:
+    """Print the three tables of one built twin scene; returns per condition (name, share within 0.5 %, equivalent
+    sigma, % off away from the jumps, sigma 99 % would need)."""
     from zedd_capture.sim.devices import TwinRig
     from zedd_capture.sim.optics import true_K
     from zedd_capture.sim.truth import render_depth
@@ -212,7 +213,7 @@ def scene_budget(rig, root: Path, scene: str) -> dict | None:
         summary.append((name, r["within"], equivalent_sigma(edge_pct, bound), other_pct, needed))
         print(f"{name:66s} {edge_pct:25.2f}% {summary[-1][2]:>22s} {other_pct:13.2f}% {needed:>15s}")
     print(f"\n({scene}: {time.perf_counter() - t0:.0f} s)")
-    return {"rows": summary}
+    return summary
 
 
 def main() -> None:
@@ -235,12 +236,12 @@ def main() -> None:
     results = {scene: scene_budget(rig, root, scene) for scene in scenes}
     if len(scenes) > 1:
         print("\nsummary: within 0.5 % / equivalent sigma (px) / off away from jumps / sigma for 99 %")
-        names = [name for name, *_ in results[scenes[0]]["rows"]]
+        names = [name for name, *_ in results[scenes[0]]]
         print(f"{'':66s} " + " ".join(f"{s:>30s}" for s in scenes))
         for i, name in enumerate(names):
             cells = []
             for scene in scenes:
-                _, within, eq, other, needed = results[scene]["rows"][i]
+                _, within, eq, other, needed = results[scene][i]
                 cells.append(f"{within:.2f}% / {eq} / {other:.2f}% / {needed}")
             print(f"{name:66s} " + " ".join(f"{c:>30s}" for c in cells))
 
