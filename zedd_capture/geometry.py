@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .layout import atomic_write_text
+from .layout import atomic_write_text, load_text_matrix
 
 
 def scale_intrinsics(K: np.ndarray, src_size: tuple[int, int], dst_size: tuple[int, int]) -> np.ndarray:
@@ -55,10 +55,7 @@ def write_tum(path: Path, times: np.ndarray, poses: np.ndarray, header: str = ""
 def read_tum(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read a TUM file -> (times (N,), poses (N, 4, 4)); '#' lines skipped; errors name the file."""
     path = Path(path)
-    try:
-        data = np.loadtxt(path, comments="#", ndmin=2)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a TUM trajectory: {e}") from None
+    data = load_text_matrix(path, "TUM trajectory", ValueError)
     if data.shape[1] != 8:
         raise ValueError(f"{path}: TUM lines need 8 columns (t x y z qx qy qz qw), got {data.shape[1]}")
     if len(data) == 0:

@@ -172,15 +172,15 @@ def _check_gt(depth_path: Path, K_path: Path, image_size: tuple[int, int] | None
 
 
 def _check_depth_values(depth_path: Path, depth: np.ndarray, image_size: tuple[int, int] | None) -> list[str]:
-    """A 2-D depth map: no negative metres, at least one valid pixel (finite and > 0), the focus stack's size."""
+    """A 2-D real-valued depth map (layout.load_npy's): no negative metres, at least one valid pixel (finite and
+    > 0), the focus stack's size."""
     problems = []
-    if np.issubdtype(depth.dtype, np.floating) or np.issubdtype(depth.dtype, np.integer):
-        finite = np.isfinite(depth)
-        negative = int(np.count_nonzero(finite & (depth < 0)))
-        if negative:
-            problems.append(f"{depth_path}: {negative} negative depth values (metres; invalid pixels are 0 or non-finite)")
-        if not np.any(finite & (depth > 0)):
-            problems.append(f"{depth_path}: no valid pixel (every value is 0, negative or non-finite)")
+    finite = np.isfinite(depth)
+    negative = int(np.count_nonzero(finite & (depth < 0)))
+    if negative:
+        problems.append(f"{depth_path}: {negative} negative depth values (metres; invalid pixels are 0 or non-finite)")
+    if not np.any(finite & (depth > 0)):
+        problems.append(f"{depth_path}: no valid pixel (every value is 0, negative or non-finite)")
     if image_size is not None and depth.shape != image_size:
         problems.append(f"{depth_path}: shape {depth.shape} differs from the focus-stack images {image_size}")
     return problems

@@ -316,6 +316,12 @@ def model_warp(k_per_diopter: float, focus_distance_m: float, canonical_distance
 
 
 # --- scene-level entry -----------------------------------------------------------------------
+def read_gray_images(paths: Mapping[int, Path]) -> dict[int, np.ndarray]:
+    """run -> grey image of each path (:func:`find_all_in_focus_images`); an unreadable one raises BreathingError
+    naming it."""
+    return {k: _load(p) for k, p in paths.items()}
+
+
 def _load(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:
@@ -350,7 +356,7 @@ def estimate_scene_breathing(raw_focus_stack_dir: Path, rig, prior=None) -> dict
     paths = find_all_in_focus_images(folder, rig.capture.all_in_focus_f_number)
     if not paths:
         raise BreathingError(f"{folder}: no F{rig.capture.all_in_focus_f_number:.1f} images found")
-    images = {k: _load(p) for k, p in paths.items()}
+    images = read_gray_images(paths)
     pri = None
     if isinstance(prior, (str, Path)):
         pri = read_breathing(Path(prior)) if Path(prior).is_file() else None

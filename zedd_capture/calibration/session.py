@@ -22,7 +22,7 @@ import numpy as np
 from ..layout import CalibrationLayout, SceneLayout, atomic_write_json
 from ..rig import Rig, format_hexcode
 from .breathing import (BreathingError, estimate_breathing, find_all_in_focus_images, model_warp, read_breathing,
-                        rescale_warp, write_breathing)
+                        read_gray_images, rescale_warp, write_breathing)
 from .charuco import BoardSpec, CalibrationError, board_pose, detect, load_image, mean_corner_depth
 from .extrinsic import calibrate_extrinsic, write_extrinsic
 from .focus_lut import FocusLUT, FocusLUTEntry, provenance, read_focus_lut, write_focus_lut
@@ -617,10 +617,7 @@ def calibrate_breathing(rig: Rig, root: Path, scene: str | None = None, progress
         paths = find_all_in_focus_images(sl.raw_focus_stack_dir, rig.capture.all_in_focus_f_number)
         if not paths:
             raise BreathingError(f"{sl.raw_focus_stack_dir}: no F{rig.capture.all_in_focus_f_number:.1f} images")
-        images = {k: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for k, p in paths.items()}
-        for k, p in paths.items():
-            if images[k] is None:
-                raise BreathingError(f"{p}: cannot read image (run {k})")
+        images = read_gray_images(paths)
         out_path = sl.breathing_path
     elif rig.backend == "sim":
         tw = _twin(rig, textured_wall_m=target_distance_m or rig.capture.canonical_focus_distance_m)
@@ -635,14 +632,8 @@ def calibrate_breathing(rig: Rig, root: Path, scene: str | None = None, progress
         paths = find_all_in_focus_images(folder, rig.capture.all_in_focus_f_number)
         if not paths:
             raise BreathingError(f"{folder}: no F{rig.capture.all_in_focus_f_number:.1f} images named img_run_K_motor_HEX_aperture_F16.0.jpg")
-        images = {k: cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for k, p in paths.items()}
-        for k, p in paths.items():
-            if images[k] is None:
-                raise BreathingError(f"{p}: cannot read image (run {k})")
+        images = read_gray_images(paths)
         out_path = lay.breathing_path
-    for k, im in images.items():
-        if im is None:
-            raise BreathingError(f"run {k}: unreadable image")
     h, w = next(iter(images.values())).shape[:2]
     prior = _prior_warps(rig, lay, (w, h))
     dists = _run_distances(rig, lay)
