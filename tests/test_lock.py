@@ -127,3 +127,57 @@ def test_cli_report_waits_for_no_one_but_says_who_holds_the_scene(tmp_path, hold
     assert result.exit_code == 1, result.output
     assert "in use by another zedd command (build-depth --scene kitchen01" in " ".join(result.output.split())
     assert not (scene / "report").exists()
+
+
+def test_folders_the_lock_created_go_again_when_the_command_wrote_nothing(tmp_path):
+    new = tmp_path / "scenes" / "typo01"
+    with folder_lock(new, "capture --scene typo01"):
+        assert (new / LOCK_NAME).is_file()
+    assert not (tmp_path / "scenes").exists()  # both levels it created, none it found
+    with folder_lock(new, "capture --scene typo01"):
+        (new / "capture.json").write_text("{}")
+    assert sorted(p.name for p in new.iterdir()) == [LOCK_NAME, "capture.json"]  # what a command wrote stays
+    existing = tmp_path / "calibration"
+    existing.mkdir()
+    with folder_lock(existing, "calibrate-focus"):
+        pass
+    assert existing.is_dir()  # a folder that was there stays (with its lock file)
+
+
+def test_a_lock_file_removed_between_open_and_lock_is_opened_again(tmp_path, monkeypatch):
+    import fcntl
+
+    from zedd_capture import lock
+
+    path = tmp_path / LOCK_NAME
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_the_last_holder_left(fd, op):  # the last holder removes the file just before our lock
+        calls.append(fd)
+        if len(calls) == 1:
+            path.unlink()
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_last_holder_left)
+    fd = lock._locked_fd(tmp_path, path)
+    try:
+        assert len(calls) == 2 and os.fstat(fd).st_ino == os.stat(path).st_ino  # the lock is on the file in place
+    finally:
+        os.close(fd)
+
+
+def test_cli_eval_model_while_another_holds_its_out_folder_writes_nothing(tmp_path, holder):
+    out = tmp_path / "eval"
+    holder(out, "eval-model --model dfd-classic --data zedd")
+    result = CliRunner().invoke(app, ["eval-model", "--data", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "in use by another zedd command (eval-model --model dfd-classic" in " ".join(result.output.split())
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+
+
+def test_cli_eval_model_that_fails_leaves_no_out_folder(tmp_path):
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["eval-model", "--data", str(tmp_path / "nothing"), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "nothing" in result.output
+    assert not out.exists()

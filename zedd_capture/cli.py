@@ -397,8 +397,9 @@ def eval_model(
         run_list = [int(r) for r in runs.split(",")]
     except ValueError:
         _fail(f"--runs: {runs!r} is not a comma-separated list of run numbers")
-    result = _run_stage(evaluate, data, model, checkpoint, split, aperture, run_list, out, submission,
-                        True, device=device, threads=threads)
+    with _locked(out, f"eval-model --model {model} --data {data}"):  # two runs into one --out would mix metrics
+        result = _run_stage(evaluate, data, model, checkpoint, split, aperture, run_list, out, submission,
+                            True, device=device, threads=threads)
     keys = ["abs_rel", "d1_05", "d1_15", "d1", "rmse", "silog"]
     t = Table(title=f"{model} on {data} ({split}, F{aperture:.1f}, runs {runs}, {result['device']})")
     t.add_column("scene")

@@ -33,32 +33,65 @@ def folder_lock(folder: Path, command: str) -> Iterator[Path]:
 
     Raises LayoutError ``<folder>: in use by another zedd command (<command>, pid <pid> on <host>, since <time>);
     ...`` when another process holds it. On a file system that cannot lock, warns and runs unguarded. Yields the
-    lock file's path."""
+    lock file's path. Folders this call created and that hold nothing but the lock file when the command ends
+    (it failed before writing) are removed again, lock file included."""
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _locked_fd(folder, path)
+    if fd is None:  # a file system without locks (some network mounts): run unguarded rather than not at all
+        yield path
+        return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LayoutError(f"{folder}: in use by another zedd command ({_holder(path)}); run this one when it "
-                              "has finished") from None
-        except OSError as e:
-            if e.errno not in _CANNOT_LOCK:
-                raise
-            # a file system without locks (some network mounts): run unguarded rather than not at all
-            warnings.warn(f"{folder}: the file system cannot lock ({e.strerror}); nothing stops a second zedd "
-                          "command from writing this folder at the same time", stacklevel=3)
-            yield path
-            return
         holder = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
                   "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         yield path
     finally:
+        if created:
+            _remove_if_only_lock(created, path)  # still holding the lock: no one else can have taken it
         os.close(fd)  # releases the lock
+
+
+def _locked_fd(folder: Path, path: Path) -> int | None:
+    """A descriptor of ``path`` holding its exclusive lock; None (with a warning) where the file system cannot
+    lock. A lock file removed by its last holder between our open and our lock (``_remove_if_only_lock``) is
+    opened again: a lock on a removed file would guard nothing."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LayoutError(f"{folder}: in use by another zedd command ({_holder(path)}); run this one when it "
+                              "has finished") from None
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in _CANNOT_LOCK:
+                raise
+            warnings.warn(f"{folder}: the file system cannot lock ({e.strerror}); nothing stops a second zedd "
+                          "command from writing this folder at the same time", stacklevel=4)
+            return None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _remove_if_only_lock(created: list[Path], lock_path: Path) -> None:
+    """Remove ``lock_path`` and then the ``created`` folders (deepest first) while each is empty."""
+    try:
+        if [p.name for p in lock_path.parent.iterdir()] != [LOCK_NAME]:
+            return
+        lock_path.unlink()
+        for d in created:
+            d.rmdir()  # OSError once a folder is not empty: the rest stay
+    except OSError:
+        pass
 
 
 def _holder(path: Path) -> str:
