@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluation.dataset import read_rgb_image
 from .layout import (
     IMAGE_NAME_RE,
     SUBMISSION_COUNT,
@@ -98,11 +99,10 @@ def _check_focus_stack(stack_dir: Path, hex_of_run: dict[int, int], runs: int,
         if len(data) < 4 or data[:2] != b"\xff\xd8":
             problems.append(f"{f}: not a JPEG file")
             continue
-        size, error = _decode_jpeg(data)
-        if error is not None:
-            problems.append(f"{f}: cannot decode the JPEG: {error}")
-        if size is not None:
-            sizes[f] = size
+        try:
+            sizes[f] = read_rgb_image(f).size[::-1]  # (height, width); decoded in full as eval-model reads it
+        except LayoutError as e:
+            problems.append(str(e))
     for run in range(1, runs + 1):
         for n in apertures:
             if (run, float(n)) not in found:
@@ -113,25 +113,6 @@ def _check_focus_stack(stack_dir: Path, hex_of_run: dict[int, int], runs: int,
             problems.append(f"{f}: size {size[1]}x{size[0]} differs from the other focus-stack images "
                             f"({common[1]}x{common[0]})")
     return problems, common
-
-
-def _decode_jpeg(data: bytes) -> tuple[tuple[int, int] | None, str | None]:
-    """(height, width) from the header (None if unreadable) and the error of a full decode (None if it decodes).
-
-    Decoded in full as eval-model does (PIL), so a truncated file fails here as it fails there.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    size = None
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            size = (im.height, im.width)
-            im.load()
-    except UnidentifiedImageError:
-        return None, "PIL cannot identify it as an image (corrupt header)"
-    except Exception as e:  # noqa: BLE001 - whatever PIL raises, the image cannot be read
-        return size, " ".join(str(e).split()) or type(e).__name__
-    return size, None
 
 
 def _check_gt(depth_path: Path, K_path: Path, image_size: tuple[int, int] | None = None) -> list[str]:
