@@ -97,26 +97,28 @@ def test_inconsistent_sizes_name_run(runs):
         estimate_breathing(bad, 4)
 
 
-def test_estimate_scene_breathing_from_a_raw_folder(tmp_path, runs):
+def test_calibrate_breathing_of_a_scene_from_its_raw_folder(tmp_path, runs):
+    """`zedd calibrate-breathing --scene`: the scene's own F16 images -> scenes/<scene>/work/breathing.json
+    (the errors of this path: test_bad_inputs.test_calibrate_breathing_*)."""
     import cv2
 
-    from zedd_capture.calibration.breathing import estimate_scene_breathing
-    from zedd_capture.layout import format_image_name
+    from zedd_capture.calibration.breathing import read_breathing
+    from zedd_capture.calibration.session import calibrate_breathing
+    from zedd_capture.layout import SceneLayout
     from zedd_capture.rig import load_rig
 
     truth, imgs = runs
     rig = load_rig("sim")
-    canon = rig.capture.canonical_run
-    mapping = {canon: 4, 1: 1, 2: 2, 3: 3, 6: 5, 7: 6}  # rig run -> synthetic run
+    lay = SceneLayout(tmp_path, "s01")
+    lay.raw_focus_stack_dir.mkdir(parents=True)
+    mapping = {rig.capture.canonical_run: 4, 1: 1, 2: 2, 3: 3, 6: 5, 7: 6}  # rig run -> synthetic run
     for k, j in mapping.items():
-        cv2.imwrite(str(tmp_path / format_image_name(k, 0x1000 + k, 16.0)), imgs[j], [cv2.IMWRITE_JPEG_QUALITY, 98])
-        cv2.imwrite(str(tmp_path / format_image_name(k, 0x1000 + k, 1.4)), imgs[j])  # ignored (not F16)
-    warps = estimate_scene_breathing(tmp_path, rig, prior=None)
+        cv2.imwrite(str(lay.raw_image_path(k, 0x1000 + k, 16.0)), imgs[j], [cv2.IMWRITE_JPEG_QUALITY, 98])
+        cv2.imwrite(str(lay.raw_image_path(k, 0x1000 + k, 1.4)), imgs[j])  # ignored (not F16)
+    report = calibrate_breathing(rig, tmp_path, scene="s01")
+    assert report.products["breathing"] == lay.breathing_path
+    warps = read_breathing(lay.breathing_path)
     assert set(warps) == set(mapping)
     for k, j in mapping.items():
         assert max_displacement_px(warps[k], truth[j] @ np.linalg.inv(to3(truth[4])), W, H) <= 0.05
-    with pytest.raises(BreathingError, match="missing: folder does not exist"):
-        estimate_scene_breathing(tmp_path / "missing", rig)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(BreathingError, match="no F16.0 images"):
-        estimate_scene_breathing(tmp_path / "empty", rig)
+    assert not (tmp_path / "calibration").exists()  # a scene's warps never touch the rig's calibration

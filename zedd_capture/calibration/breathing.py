@@ -346,36 +346,6 @@ def find_all_in_focus_images(raw_focus_stack_dir: Path, f_number: float = 16.0) 
     return out
 
 
-def estimate_scene_breathing(raw_focus_stack_dir: Path, rig, prior=None) -> dict[int, np.ndarray]:
-    """Per-run warps of one scene from its own F/16 images -> ``{run: 2x3 array}`` (``warps_to_json`` for the file).
-
-    ``prior``: None, a path to a breathing.json (e.g. calibration/<rig>/breathing.json) or a
-    run -> 2x3 mapping; used to initialise and check ECC. Raises BreathingError naming the folder.
-    """
-    folder = Path(raw_focus_stack_dir)
-    paths = find_all_in_focus_images(folder, rig.capture.all_in_focus_f_number)
-    if not paths:
-        raise BreathingError(f"{folder}: no F{rig.capture.all_in_focus_f_number:.1f} images found")
-    images = read_gray_images(paths)
-    pri = None
-    if isinstance(prior, (str, Path)):
-        pri = read_breathing(Path(prior)) if Path(prior).is_file() else None
-    elif prior is not None:
-        pri = WarpTable({int(str(k).replace("run_", "")): np.asarray(v, float)
-                         for k, v in dict(prior).items() if str(k).replace("run_", "").isdigit()})
-        pri.image_size = getattr(prior, "image_size", None)
-    if pri is not None:
-        w, h = images[next(iter(images))].shape[::-1]
-        pw, ph = getattr(pri, "image_size", None) or (w, h)
-        if (pw, ph) != (w, h):
-            pri = {k: rescale_warp(W, (pw, ph), (w, h)) for k, W in pri.items()}
-    try:
-        res = estimate_breathing(images, rig.capture.canonical_run, prior=pri)
-    except BreathingError as e:
-        raise BreathingError(f"{folder}: {e}") from None
-    return res.warps
-
-
 # --- file I/O ---------------------------------------------------------------------------------
 def warps_to_json(warps: Mapping[int, np.ndarray]) -> dict[str, list[list[float]]]:
     return {f"run_{k}": [[float(v) for v in row] for row in np.asarray(W, float).reshape(2, 3)] for k, W in sorted(warps.items())}
