@@ -181,3 +181,13 @@ def test_cli_eval_model_that_fails_leaves_no_out_folder(tmp_path):
     assert result.exit_code == 1, result.output
     assert "nothing" in result.output
     assert not out.exists()
+
+
+def test_a_folder_that_is_a_file_is_one_clear_error(tmp_path):
+    (tmp_path / "eval").write_text("results of something else")
+    for out in (tmp_path / "eval", tmp_path / "eval" / "fossa"):
+        result = CliRunner().invoke(app, ["eval-model", "--data", str(tmp_path), "--out", str(out)])
+        assert result.exit_code == 1, result.output
+        squeezed = "".join(result.output.split())  # rich may fold a long path anywhere
+        assert "".join(f"{out}: not a folder (it, or a folder above it, is a file)".split()) in squeezed
+    assert (tmp_path / "eval").read_text() == "results of something else"

@@ -37,7 +37,10 @@ def folder_lock(folder: Path, command: str) -> Iterator[Path]:
     (it failed before writing) are removed again, lock file included."""
     folder = Path(folder)
     created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise LayoutError(f"{folder}: not a folder (it, or a folder above it, is a file)") from None
     path = folder / LOCK_NAME
     fd = _locked_fd(folder, path)
     if fd is None:  # a file system without locks (some network mounts): run unguarded rather than not at all
