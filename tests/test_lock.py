@@ -191,3 +191,17 @@ def test_a_folder_that_is_a_file_is_one_clear_error(tmp_path):
         squeezed = "".join(result.output.split())  # rich may fold a long path anywhere
         assert "".join(f"{out}: not a folder (it, or a folder above it, is a file)".split()) in squeezed
     assert (tmp_path / "eval").read_text() == "results of something else"
+
+
+def test_cli_scene_breathing_holds_the_scene_it_writes(tmp_path, holder):
+    scene = tmp_path / "scenes" / "kitchen01"
+    holder(scene, "build-depth --scene kitchen01")
+    result = CliRunner().invoke(app, ["calibrate-breathing", "--scene", "kitchen01", "--root", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "in use by another zedd command (build-depth --scene kitchen01" in " ".join(result.output.split())
+    assert sorted(p.name for p in scene.iterdir()) == [LOCK_NAME]
+    # a misspelt scene is still the stage's own error, and no folder appears for it
+    result = CliRunner().invoke(app, ["calibrate-breathing", "--scene", "kitchn01", "--root", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "did you mean kitchen01" in " ".join(result.output.split())
+    assert not (tmp_path / "scenes" / "kitchn01").exists()

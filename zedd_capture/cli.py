@@ -298,9 +298,17 @@ def _calibrate(fn, title: str, rig: Optional[str], root: Path, **kwargs) -> None
         _fail(f"--images-dir {images_dir}: the simulated rig calibrates on the twin; image folders are for hardware rigs")
     if images_dir is not None and not Path(images_dir).is_dir():
         _fail(f"--images-dir {images_dir}: no such folder")
-    from .layout import CalibrationLayout
+    from contextlib import nullcontext
 
-    with _locked(CalibrationLayout(root, r.name).dir, f"calibration of the {title}"), console.status(title) as status:
+    from .layout import CalibrationLayout, SceneLayout
+
+    scene = kwargs.get("scene")
+    if scene is None:
+        guard = _locked(CalibrationLayout(root, r.name).dir, f"calibration of the {title}")
+    else:  # calibrate-breathing --scene writes scenes/<scene>/work/breathing.json; a misspelt scene is its error
+        scene_dir = SceneLayout(root, scene).scene_dir
+        guard = _locked(scene_dir, f"calibration of the {title} of {scene}") if scene_dir.is_dir() else nullcontext()
+    with guard, console.status(title) as status:
         report = _run_stage(fn, r, root, progress=_StatusLog(status), **kwargs)
     console.print(report.table())
     for note in report.notes:
