@@ -149,17 +149,20 @@ def test_a_lock_file_removed_between_open_and_lock_is_opened_again(tmp_path, mon
 
     from zedd_capture import lock
 
-    path = tmp_path / LOCK_NAME
+    folder = tmp_path / "scenes" / "kitchen01"
+    folder.mkdir(parents=True)
+    path = folder / LOCK_NAME
     real_flock, calls = fcntl.flock, []
 
-    def flock_after_the_last_holder_left(fd, op):  # the last holder removes the file just before our lock
-        calls.append(fd)
+    def flock_after_the_last_holder_left(fd, op):  # the last holder removes the file (and its folder, which it
+        calls.append(fd)                           # had created) just before our lock
         if len(calls) == 1:
             path.unlink()
+            folder.rmdir()
         return real_flock(fd, op)
 
     monkeypatch.setattr(fcntl, "flock", flock_after_the_last_holder_left)
-    fd = lock._locked_fd(tmp_path, path)
+    fd = lock._locked_fd(folder, path)
     try:
         assert len(calls) == 2 and os.fstat(fd).st_ino == os.stat(path).st_ino  # the lock is on the file in place
     finally:

@@ -37,10 +37,6 @@ def folder_lock(folder: Path, command: str) -> Iterator[Path]:
     (it failed before writing) are removed again, lock file included."""
     folder = Path(folder)
     created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise LayoutError(f"{folder}: not a folder (it, or a folder above it, is a file)") from None
     path = folder / LOCK_NAME
     fd = _locked_fd(folder, path)
     if fd is None:  # a file system without locks (some network mounts): run unguarded rather than not at all
@@ -61,8 +57,13 @@ def folder_lock(folder: Path, command: str) -> Iterator[Path]:
 def _locked_fd(folder: Path, path: Path) -> int | None:
     """A descriptor of ``path`` holding its exclusive lock; None (with a warning) where the file system cannot
     lock. A lock file removed by its last holder between our open and our lock (``_remove_if_only_lock``) is
-    opened again: a lock on a removed file would guard nothing."""
+    opened again (its folder too, should that holder have removed it): a lock on a removed file would guard
+    nothing."""
     while True:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise LayoutError(f"{folder}: not a folder (it, or a folder above it, is a file)") from None
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
