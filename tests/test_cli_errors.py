@@ -23,10 +23,21 @@ def test_error_text_with_brackets_is_printed_as_text(tmp_path):
     assert "spill_ratio=[/]" in result.output and "not a list" in result.output
 
 
-def test_report_of_a_scene_that_does_not_exist_writes_nothing(tmp_path):
+@pytest.mark.parametrize("command", ["report", "build-depth", "calibrate-breathing"])
+def test_a_misspelt_scene_is_named_with_the_close_ones_and_nothing_written(tmp_path, command):
+    (tmp_path / "scenes" / "kitchen01" / "raw").mkdir(parents=True)
+    result = run(command, "--scene", "kitchn01", "--root", str(tmp_path))
+    assert result.exit_code == 1 and no_traceback(result)
+    text = " ".join(result.output.split())
+    assert "no such scene ('kitchn01' does not exist; did you mean kitchen01?)" in text
+    assert sorted(p.name for p in (tmp_path / "scenes").iterdir()) == ["kitchen01"]  # no folder for the typo
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scenes"]
+
+
+def test_report_of_a_scene_under_a_root_without_scenes_writes_nothing(tmp_path):
     result = run("report", "--scene", "kitchn01", "--root", str(tmp_path))
     assert result.exit_code == 1 and no_traceback(result)
-    assert "kitchn01" in result.output and "no such scene" in result.output
+    assert "kitchn01" in result.output and "no such scene" in result.output and "no scenes under" in result.output
     assert list(tmp_path.iterdir()) == []
 
 

@@ -345,6 +345,23 @@ class SceneLayout:
         return self.scene_dir / "report"
 
 
+def existing_scene(root: Path | str, scene: str) -> SceneLayout:
+    """The layout of a scene that exists under ``<root>/scenes``. LayoutError ``<folder>: no such scene (...)``
+    otherwise, with the scenes of close names (a typo) or the ones there are."""
+    import difflib
+
+    layout = SceneLayout(Path(root), scene)
+    if layout.scene_dir.is_dir():
+        return layout
+    parent = layout.scene_dir.parent
+    have = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+    close = difflib.get_close_matches(scene, have, n=3)
+    hint = (f"did you mean {' or '.join(close)}?" if close else
+            f"scenes here: {', '.join(have[:10])}{', ...' if len(have) > 10 else ''}" if have else
+            f"no scenes under {parent}: capture it first, or check --scene and --root")
+    raise LayoutError(f"{layout.scene_dir}: no such scene ({scene!r} does not exist; {hint})")
+
+
 @dataclass(frozen=True)
 class ZeddSample:
     """One scene of a ZEDD root: ``<root>/<split>/<scene>/{focus_stack,gt}`` plus ``<root>/metadata.txt``."""

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from ..layout import CalibrationLayout, SceneLayout, atomic_write_json
+from ..layout import CalibrationLayout, atomic_write_json, existing_scene
 from ..rig import Rig, format_hexcode
 from .breathing import (BreathingError, estimate_breathing, find_all_in_focus_images, model_warp, read_breathing,
                         read_gray_images, rescale_warp, write_breathing)
@@ -601,16 +601,7 @@ def calibrate_breathing(rig: Rig, root: Path, scene: str | None = None, progress
     """
     lay = CalibrationLayout(Path(root), rig.name)
     if scene is not None:
-        sl = SceneLayout(Path(root), scene)
-        if not sl.scene_dir.is_dir():
-            import difflib
-
-            have = sorted(p.name for p in sl.scene_dir.parent.iterdir() if p.is_dir()) if sl.scene_dir.parent.is_dir() else []
-            close = difflib.get_close_matches(scene, have, n=3)
-            hint = (f"did you mean {' or '.join(close)}?" if close else
-                    f"scenes here: {', '.join(have[:10])}{', ...' if len(have) > 10 else ''}" if have else
-                    f"no scenes under {Path(root)}")
-            raise BreathingError(f"{sl.scene_dir}: scene {scene!r} does not exist ({hint})")
+        sl = existing_scene(root, scene)
         if not sl.raw_focus_stack_dir.is_dir():
             raise BreathingError(f"{sl.raw_focus_stack_dir}: scene {scene!r} has no raw focus stack "
                                  f"(run `zedd capture --scene {scene}` first)")

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..layout import (CalibrationLayout, MetadataRow, SceneLayout, ZeddSample, default_mode, format_metadata,
-                      parse_image_name)
+                      existing_scene, parse_image_name)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def export_inputs(rig, root: Path, scene: str) -> ExportInputs:
     reader's error) naming the file."""
     from ..calibration.focus_lut import read_focus_lut
 
-    layout = SceneLayout(Path(root), scene)
+    layout = existing_scene(root, scene)
     cal = CalibrationLayout(Path(root), rig.name)
     raw = sorted(layout.raw_focus_stack_dir.glob("*.jpg")) if layout.raw_focus_stack_dir.is_dir() else []
     if not raw:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..geometry import read_tum
 from ..layout import (CalibrationLayout, LayoutError, SceneLayout, atomic_write_json, atomic_write_text, load_depth_map,
-                      parse_image_name, read_json_file)
+                      existing_scene, parse_image_name, read_json_file)
 from ..rig import Rig
 from . import accuracy
 
@@ -216,10 +216,7 @@ def summary_rows(numbers: dict) -> list[tuple[str, str, str]]:
 
 def build_report(rig: Rig, root: Path, scene: str, eval_dir: Path | None = None) -> tuple[Path, Path, dict]:
     """Write report/index.html and report/report.json for a scene; returns (html, json, numbers)."""
-    lay = SceneLayout(root, scene)
-    if not lay.scene_dir.is_dir():
-        raise LayoutError(f"{lay.scene_dir}: no such scene ({scene!r} does not exist under {Path(root) / 'scenes'}; "
-                          "capture it first, or check --scene and --root)")
+    lay = existing_scene(root, scene)
     sample = lay.zedd_sample()
     numbers = collect_numbers(rig, root, scene, eval_dir)
     parts = [f"<h1>ZEDD scene report: {html.escape(scene)}</h1><p>rig {html.escape(rig.name)}</p>"]
