@@ -125,6 +125,27 @@ def test_report_corrupt_focus_stack_image_is_named(tmp_path: Path) -> None:
         build_report(SIM_RIG, tmp_path, SCENE)
 
 
+def test_report_eval_dir_is_read_or_named(tmp_path: Path) -> None:
+    """--eval-dir: eval-model's --out folders or the folder above them; a wrong one is an error, not a report
+    without the model scores."""
+    import json
+
+    from zedd_capture.report.scene_report import collect_numbers
+
+    _report_root(tmp_path)
+    with pytest.raises(LayoutError, match="elsewhere: no such folder"):
+        collect_numbers(SIM_RIG, tmp_path, SCENE, tmp_path / "elsewhere")
+    runs = tmp_path / "runs"
+    (runs / "dfd-classic" / SCENE).mkdir(parents=True)
+    (runs / "dfd-classic" / SCENE / "metrics.json").write_text(json.dumps({"scene": SCENE, "abs_rel": 0.5}))
+    with pytest.raises(LayoutError, match="runs: no scored eval-model run"):
+        collect_numbers(SIM_RIG, tmp_path, SCENE, runs)
+    (runs / "dfd-classic" / "metrics.json").write_text(json.dumps({"model": "dfd-classic", "mean": {"abs_rel": 0.5}}))
+    for eval_dir in (runs, runs / "dfd-classic"):  # the folder above the --out folders, or one of them
+        assert collect_numbers(SIM_RIG, tmp_path, SCENE, eval_dir)["model_scores"] == {"dfd-classic": {"abs_rel": 0.5}}
+    assert "model_scores" not in collect_numbers(SIM_RIG, tmp_path, SCENE)  # the default eval/ may be absent
+
+
 def test_report_of_a_missing_scene(tmp_path: Path) -> None:
     from zedd_capture.report.scene_report import build_report
 

@@ -427,7 +427,7 @@ def eval_model(
 
 @app.command()
 def report(scene: str = SceneOpt, rig: Optional[str] = RigOpt, root: Path = RootOpt,
-           eval_dir: Optional[Path] = typer.Option(None, "--eval-dir", help="eval-model output folders (default scenes/<scene>/eval).")) -> None:
+           eval_dir: Optional[Path] = typer.Option(None, "--eval-dir", help="The folder above eval-model --out folders, or one --out folder (default scenes/<scene>/eval; a given one must hold a scored run).")) -> None:
     """Write a self-contained HTML report (+ JSON) for a scene, with accuracy against truth on the twin."""
     from contextlib import nullcontext
 

@@ -167,15 +167,23 @@ def collect_numbers(rig: Rig, root: Path, scene: str, eval_dir: Path | None = No
             acc["trajectory"] = accuracy.trajectory_accuracy(
                 lay.trajectory_path, next(p for p in (truth / "trajectory_dense.tum", truth / "trajectory.tum") if p.is_file()))
         out["accuracy"] = acc
-    eval_dir = eval_dir or lay.scene_dir / "eval"
+    given = eval_dir is not None
+    eval_dir = Path(eval_dir) if given else lay.scene_dir / "eval"
+    if given and not eval_dir.is_dir():
+        raise LayoutError(f"{eval_dir}: no such folder (--eval-dir: eval-model's --out folders, or the folder above them)")
+    # eval-model --out <eval_dir>/<model>, or --eval-dir naming one such --out folder itself
+    results = sorted(eval_dir.glob("*/metrics.json")) + [f for f in [eval_dir / "metrics.json"] if f.is_file()]
     scores = {}
-    for f in sorted(eval_dir.glob("*/metrics.json")):  # eval-model --out <eval_dir>/<model>
+    for f in results:
         result = read_json_file(f, "model metrics")
         mean = result.get("mean")
         if mean:
             if not isinstance(mean, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean.values()):
                 raise LayoutError(f"{f}: corrupt model metrics: 'mean' must map metric names to numbers")
             scores[str(result.get("model", f.parent.name))] = mean
+    if given and not scores:
+        raise LayoutError(f"{eval_dir}: no scored eval-model run (a metrics.json with the mean of the scored scenes, in "
+                          "this folder or one below it)")
     if scores:
         out["model_scores"] = scores
     return out
