@@ -21,6 +21,7 @@ from zedd_capture.capture.session import CaptureInterrupted, capture_scene
 from zedd_capture.devices.protocols import DeviceError, RecordingSummary
 from zedd_capture.layout import SceneLayout, sha256_file
 from zedd_capture.rig import load_rig
+from zedd_capture.version import tool_version
 
 SCENE = "office03"
 
@@ -123,6 +124,7 @@ def test_interrupt_at_any_image_resumes_byte_identical(reference, tmp_path, k):
     assert files(tmp_path) == reference
     m = json.loads(SceneLayout(tmp_path, SCENE).manifest_path.read_text())
     assert [s["outcome"] for s in m["sessions"]] == ["interrupted", "complete"]
+    assert {s["tool_version"] for s in m["sessions"]} == {tool_version()}  # each session says which code ran it
     assert "last_error" not in m
 
 

@@ -6,6 +6,7 @@ the scene before the pipeline runs, so nothing can read it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -25,6 +26,7 @@ from zedd_capture.pointcloud.export import ExportError, export_zedd
 from zedd_capture.pointcloud.pipeline import BuildDepthError, build_depth, read_ply
 from zedd_capture.rig import load_rig
 from zedd_capture.validate import validate_zedd_root
+from zedd_capture.version import tool_version
 
 SCENE = "kitchen01"
 N_FRAMES = 24
@@ -96,6 +98,7 @@ def test_build_depth_matches_twin_truth(built):
     assert np.mean(rel <= 0.01) > 0.88
     for p in (L.trajectory_path, L.world_cloud_path, L.build_log_path):
         assert p.is_file()
+    assert json.loads(L.build_log_path.read_text())["tool_version"] == tool_version()  # which code built it
 
 
 def test_mask_edge_band_zeroes_the_bands_at_depth_edges(built, tmp_path):
@@ -306,8 +309,6 @@ def _copy_build(root: Path, rig, dest: Path) -> Path:
 
 
 def test_reproject_rebuilds_the_projection_from_the_work_files(built, tmp_path):
-    import json
-
     from zedd_capture.pointcloud.pipeline import BuildConfig
     from zedd_capture.pointcloud.project import depth_edge_band
     from zedd_capture.pointcloud.reproject import reproject

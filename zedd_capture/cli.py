@@ -25,6 +25,20 @@ app = typer.Typer(
 )
 rig_app = typer.Typer(help="Inspect rig definitions.", no_args_is_help=True)
 app.add_typer(rig_app, name="rig")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .version import tool_version
+
+        print(f"zedd-toolkit {tool_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the version (and git commit of a checkout) and exit.")) -> None:
+    pass
 # piped output (CI logs, `make demo | tee`) gets a wide console so stage tables are not truncated
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)

@@ -23,6 +23,7 @@ from scipy.optimize import brentq
 
 from ..layout import atomic_write_text, read_text_file
 from ..rig import FocusRun, format_hexcode, parse_hexcode
+from ..version import tool_version
 
 
 class FocusLUTError(ValueError):
@@ -38,6 +39,7 @@ def provenance(kind: str, rig_name: str = "", method: str = "", **extra) -> dict
         "method": method,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "tool": "zedd-toolkit",
+        "tool_version": tool_version(),
         "host": platform.node(),
     }
     try:

@@ -35,6 +35,7 @@ from ..devices.protocols import Camera, DeviceError, FocusMotor, Lidar, Recordin
 from ..layout import (LayoutError, SceneLayout, format_image_name, read_manifest, record_file, sha256_file,
                       write_manifest)
 from ..rig import Rig, format_hexcode, parse_hexcode
+from ..version import tool_version
 
 ProgressFn = Callable[[str, int, int, str], None]  # (stage, done, total, detail)
 PromptFn = Callable[[str], None]  # show an operator instruction and wait for confirmation
@@ -329,7 +330,7 @@ class _Session:
 
     def run(self) -> CaptureResult:
         self.load()
-        session = {"started_at": _now(self.clock)}
+        session = {"started_at": _now(self.clock), "tool_version": tool_version()}
         self.m["sessions"].append(session)
         self.verify_existing()
         outcome = "interrupted"

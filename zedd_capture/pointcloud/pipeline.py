@@ -21,6 +21,7 @@ import numpy as np
 
 from ..geometry import invert, scale_intrinsics, write_tum
 from ..layout import CalibrationLayout, SceneLayout, atomic_open, atomic_write_json
+from ..version import tool_version
 from .aggregate import (AggregateConfig, WorldCloud, accumulate, aggregate, density_filtered, frame_index_dtype,
                         frame_motion)
 from .cleanup import cleanup_mask, load_regions
@@ -294,6 +295,7 @@ class BuildSummary:
 
     def log_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k not in ("depth",)}
+        d["tool_version"] = tool_version()
         for k in ("K", "T_camera_world", "T_world_static"):
             d[k] = np.asarray(d[k]).tolist()
         return d

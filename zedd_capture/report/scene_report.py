@@ -21,6 +21,7 @@ from ..geometry import read_tum
 from ..layout import (CalibrationLayout, LayoutError, SceneLayout, atomic_write_json, atomic_write_text, load_depth_map,
                       existing_scene, parse_image_name, read_json_file)
 from ..rig import Rig
+from ..version import tool_version
 from . import accuracy
 
 SECTIONS = ["Focus stack", "All-in-focus", "Depth", "Trajectory and world cloud", "Calibration",
@@ -130,7 +131,7 @@ def collect_numbers(rig: Rig, root: Path, scene: str, eval_dir: Path | None = No
     """Every figure of the report as plain JSON-able numbers."""
     lay, cal = SceneLayout(root, scene), CalibrationLayout(root, rig.name)
     sample = lay.zedd_sample()
-    out: dict = {"scene": scene, "rig": rig.name}
+    out: dict = {"scene": scene, "rig": rig.name, "tool_version": tool_version()}
     if lay.build_log_path.is_file():
         out["build"] = read_json_file(lay.build_log_path, "build log")
     depth = load_depth_map(sample.depth_path) if sample.depth_path.is_file() else None
