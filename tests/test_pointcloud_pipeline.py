@@ -315,7 +315,9 @@ def test_reproject_rebuilds_the_projection_from_the_work_files(built, tmp_path):
 
     root, rig, _, s, _ = built
     copy = _copy_build(root, rig, tmp_path / "copy")
-    again = reproject(rig, copy, SCENE)
+    log_path = SceneLayout(copy, SCENE).build_log_path
+    log_path.write_text(json.dumps({**json.loads(log_path.read_text()), "tool_version": "0.0.9 (git 0123456789ab)"}))
+    again = reproject(rig, copy, SCENE)  # code other than the build's
     # the same cloud, sensor positions and rays as the build (poses read back from trajectory.tum, 1e-9 m digits)
     assert again.depth.shape == s.depth.shape
     assert np.mean(again.depth == s.depth) > 0.999
@@ -332,6 +334,8 @@ def test_reproject_rebuilds_the_projection_from_the_work_files(built, tmp_path):
     assert logged["stats"]["config"]["mask_edge_band"] is True
     # the second reprojection still records the build's own stage timings
     assert "aggregate" in logged["stats"]["reprojected"]["build_timings_s"] and "aggregate" not in logged["timings_s"]
+    assert logged["stats"]["reprojected"]["build_tool_version"] == "0.0.9 (git 0123456789ab)"  # kept, twice over
+    assert logged["tool_version"] == tool_version()
     assert logged["coverage"] == pytest.approx(float((masked.depth > 0).mean()))
     # a calibration changed since the build: the reprojection keeps the build's camera and says so
     from zedd_capture.calibration.extrinsic import read_extrinsic, write_extrinsic

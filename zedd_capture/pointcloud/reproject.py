@@ -190,6 +190,8 @@ def reproject(rig, root: Path, scene: str, config: BuildConfig | None = None, mo
     stats = {**build_log["stats"], **project_stats, "splat_radius_px": radius,
              "config": {**asdict(cfg), "splat_radius_px": radius},
              "reprojected": {"build_timings_s": earlier.get("build_timings_s", build_log.get("timings_s", {})),
+                             # the code that built the cloud (the log's own tool_version: the reprojection's)
+                             "build_tool_version": earlier.get("build_tool_version", build_log.get("tool_version")),
                              "cleanup_removed": inputs.cleanup_removed}}
     if stats.get("view"):
         stats["view"] = {**stats["view"], "points": int(len(inputs.points_cam))}
