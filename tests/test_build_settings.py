@@ -37,6 +37,7 @@ def test_settings_replace_fields_with_typed_values():
     (["edge_snap_max_m=.nan"], "BuildConfig.edge_snap_max_m = nan: must be a finite number >= 0"),
     (["projection_width_px=0"], "BuildConfig.projection_width_px = 0: must be >= 1"),
     (["max_frames=1"], "BuildConfig.max_frames = 1: must be >= 2"),
+    (["edge_band_width_px=0"], "BuildConfig.edge_band_width_px = 0: must be >= 1"),
     # the nested configs' numbers too
     (["aggregate.k=-5"], "BuildConfig.aggregate.k = -5: must be a finite number >= 0"),
     (["aggregate.alpha=.nan"], "BuildConfig.aggregate.alpha = nan: must be a finite number >= 0"),

@@ -111,6 +111,12 @@ def test_mask_edge_band_zeroes_the_bands_at_depth_edges(built, tmp_path):
     assert 0.001 < band.mean() < 0.2
     assert np.all(masked[band] == 0)
     np.testing.assert_array_equal(masked[~band], s.depth[~band])
+    # 2 px: the band and its 8-neighbours, nothing else
+    wide = build_depth(rig, root, SCENE, config=BuildConfig(mask_edge_band=True, edge_band_width_px=2,
+                                                           write_cloud=False)).depth
+    grown = cv2.dilate(band.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert grown.sum() > 1.5 * band.sum() and np.all(wide[grown] == 0)
+    np.testing.assert_array_equal(wide[~grown], s.depth[~grown])
 
 
 def test_edge_snap_gains_on_the_twin_and_leaves_no_new_holes(built):
