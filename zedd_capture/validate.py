@@ -95,8 +95,9 @@ def _check_focus_stack(stack_dir: Path, hex_of_run: dict[int, int], runs: int,
         if f"{name.f_number:.1f}" not in allowed:
             problems.append(f"{f}: aperture F{name.f_number:.1f} is not one of the ZEDD apertures "
                             f"({', '.join(f'F{n:.1f}' for n in apertures)})")
-        data = f.read_bytes()
-        if len(data) < 4 or data[:2] != b"\xff\xd8":
+        with open(f, "rb") as fh:
+            head = fh.read(4)  # the decode below reads the file itself
+        if len(head) < 4 or head[:2] != b"\xff\xd8":
             problems.append(f"{f}: not a JPEG file")
             continue
         try:
