@@ -25,6 +25,9 @@ app = typer.Typer(
 )
 rig_app = typer.Typer(help="Inspect rig definitions.", no_args_is_help=True)
 app.add_typer(rig_app, name="rig")
+# piped output (CI logs, `make demo | tee`) gets a wide console so stage tables are not truncated
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _print_version(value: bool) -> None:
@@ -39,9 +42,7 @@ def _print_version(value: bool) -> None:
 def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                           help="Print the version (and git commit of a checkout) and exit.")) -> None:
     pass
-# piped output (CI logs, `make demo | tee`) gets a wide console so stage tables are not truncated
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
 
 RootOpt = typer.Option(Path("."), "--root", help="Folder holding scenes/<scene>/ and calibration/<rig>/.")
 RigOpt = typer.Option(None, "--rig", help="Rig YAML path or name of a rig in rigs/ (default: the simulated rig).")
@@ -113,6 +114,14 @@ def _locked(folder: Path, command: str) -> Iterator[None]:
         for w in caught:
             _warn(str(w.message))
         yield
+
+
+def _locked_scene(root: Path, scene: str, command: str):
+    """:func:`_locked` on a scene that must exist already: a misspelt one is layout.existing_scene's error (with the
+    close names), and no folder is made for it."""
+    from .layout import existing_scene
+
+    return _locked(_run_stage(existing_scene, root, scene).scene_dir, command)
 
 
 # --- rig / validate ----------------------------------------------------------------------
@@ -312,16 +321,13 @@ def _calibrate(fn, title: str, rig: Optional[str], root: Path, **kwargs) -> None
         _fail(f"--images-dir {images_dir}: the simulated rig calibrates on the twin; image folders are for hardware rigs")
     if images_dir is not None and not Path(images_dir).is_dir():
         _fail(f"--images-dir {images_dir}: no such folder")
-    from contextlib import nullcontext
-
-    from .layout import CalibrationLayout, SceneLayout
+    from .layout import CalibrationLayout
 
     scene = kwargs.get("scene")
     if scene is None:
         guard = _locked(CalibrationLayout(root, r.name).dir, f"calibration of the {title}")
-    else:  # calibrate-breathing --scene writes scenes/<scene>/work/breathing.json; a misspelt scene is its error
-        scene_dir = SceneLayout(root, scene).scene_dir
-        guard = _locked(scene_dir, f"calibration of the {title} of {scene}") if scene_dir.is_dir() else nullcontext()
+    else:  # calibrate-breathing --scene writes scenes/<scene>/work/breathing.json
+        guard = _locked_scene(root, scene, f"calibration of the {title} of {scene}")
     with guard, console.status(title) as status:
         report = _run_stage(fn, r, root, progress=_StatusLog(status), **kwargs)
     console.print(report.table())
@@ -443,14 +449,10 @@ def eval_model(
 def report(scene: str = SceneOpt, rig: Optional[str] = RigOpt, root: Path = RootOpt,
            eval_dir: Optional[Path] = typer.Option(None, "--eval-dir", help="The folder above eval-model --out folders, or one --out folder (default scenes/<scene>/eval; a given one must hold a scored run).")) -> None:
     """Write a self-contained HTML report (+ JSON) for a scene, with accuracy against truth on the twin."""
-    from contextlib import nullcontext
-
-    from .layout import SceneLayout
     from .report.scene_report import build_report, summary_rows
 
     r = _rig(rig)
-    scene_dir = SceneLayout(root, scene).scene_dir  # a misspelt scene is build_report's error, not a new folder
-    with _locked(scene_dir, f"report --scene {scene}") if scene_dir.is_dir() else nullcontext():
+    with _locked_scene(root, scene, f"report --scene {scene}"):
         html_path, json_path, numbers = _run_stage(build_report, r, root, scene, eval_dir)
     rows = summary_rows(numbers)
     if rows:
