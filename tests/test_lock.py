@@ -82,10 +82,13 @@ def test_cli_calibration_while_another_holds_the_folder_writes_nothing(tmp_path,
     assert sorted(p.name for p in cal.iterdir()) == [LOCK_NAME]
 
 
-def test_cli_capture_while_another_holds_the_scene_writes_nothing(tmp_path, holder):
+@pytest.mark.parametrize("command", [["capture", "--yes"], ["report"], ["calibrate-breathing"]])
+def test_cli_scene_commands_while_another_holds_the_scene_write_nothing(tmp_path, holder, command):
+    """capture, report and calibrate-breathing --scene (which writes the scene's work/breathing.json) hold the
+    scene's lock: refused, with the holder named, and nothing written beside the lock file."""
     scene = tmp_path / "scenes" / "kitchen01"
     holder(scene, "build-depth --scene kitchen01")
-    result = CliRunner().invoke(app, ["capture", "--scene", "kitchen01", "--root", str(tmp_path), "--yes"])
+    result = CliRunner().invoke(app, [command[0], "--scene", "kitchen01", "--root", str(tmp_path), *command[1:]])
     assert result.exit_code == 1, result.output
     assert "in use by another zedd command (build-depth --scene kitchen01" in " ".join(result.output.split())
     assert sorted(p.name for p in scene.iterdir()) == [LOCK_NAME]
@@ -118,15 +121,6 @@ def test_cli_on_a_file_system_that_cannot_lock_warns_and_calibrates(tmp_path, mo
     assert result.exit_code == 0, result.output
     assert "warning: " in result.output and "the file system cannot lock" in " ".join(result.output.split())
     assert (tmp_path / "calibration" / load_rig("sim").name / "intrinsics.yaml").is_file()
-
-
-def test_cli_report_waits_for_no_one_but_says_who_holds_the_scene(tmp_path, holder):
-    scene = tmp_path / "scenes" / "kitchen01"
-    holder(scene, "build-depth --scene kitchen01")
-    result = CliRunner().invoke(app, ["report", "--scene", "kitchen01", "--root", str(tmp_path)])
-    assert result.exit_code == 1, result.output
-    assert "in use by another zedd command (build-depth --scene kitchen01" in " ".join(result.output.split())
-    assert not (scene / "report").exists()
 
 
 def test_folders_the_lock_created_go_again_when_the_command_wrote_nothing(tmp_path):
@@ -194,17 +188,3 @@ def test_a_folder_that_is_a_file_is_one_clear_error(tmp_path):
         squeezed = "".join(result.output.split())  # rich may fold a long path anywhere
         assert "".join(f"{out}: not a folder (it, or a folder above it, is a file)".split()) in squeezed
     assert (tmp_path / "eval").read_text() == "results of something else"
-
-
-def test_cli_scene_breathing_holds_the_scene_it_writes(tmp_path, holder):
-    scene = tmp_path / "scenes" / "kitchen01"
-    holder(scene, "build-depth --scene kitchen01")
-    result = CliRunner().invoke(app, ["calibrate-breathing", "--scene", "kitchen01", "--root", str(tmp_path)])
-    assert result.exit_code == 1, result.output
-    assert "in use by another zedd command (build-depth --scene kitchen01" in " ".join(result.output.split())
-    assert sorted(p.name for p in scene.iterdir()) == [LOCK_NAME]
-    # a misspelt scene is still the stage's own error, and no folder appears for it
-    result = CliRunner().invoke(app, ["calibrate-breathing", "--scene", "kitchn01", "--root", str(tmp_path)])
-    assert result.exit_code == 1, result.output
-    assert "did you mean kitchen01" in " ".join(result.output.split())
-    assert not (tmp_path / "scenes" / "kitchn01").exists()
