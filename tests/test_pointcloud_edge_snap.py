@@ -69,7 +69,7 @@ def test_spilled_board_points_go_back_onto_the_board():
     assert np.mean(keep[board]) > 0.85  # 2 cm noise, 3 cm gate: the tails beyond 1.5 sigma go
     assert _within(second, truth) >= _within(first, truth) - 0.002
     assert np.all(second > 0)
-    # the projection's curvature correction (project.fit_planes_multiscale) already gets the board's pixels 1 px
+    # the projection's curvature correction (local_planes.fit_planes_multiscale) already gets the board's pixels 1 px
     # from its edge right in the first map (97.0 -> 98.2 % within 0.5 %); without it, snapping is what does
     flat = dict(plane_curvature=False)
     first_flat = _project(pts, **flat)

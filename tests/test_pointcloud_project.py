@@ -416,7 +416,8 @@ def test_depth_edge_band_marks_both_sides_of_a_jump_only():
 
 
 def test_window_sums_compiled_equals_the_numpy_reference():
-    from zedd_capture.pointcloud.project import _nb, _window_offsets, _window_sums, _window_sums_numpy
+    from zedd_capture.pointcloud.grid import window_offsets
+    from zedd_capture.pointcloud.local_planes import _nb, _window_sums, _window_sums_numpy
 
     assert _nb is not None, "numba is a dependency (pyproject.toml): the fused kernels must be tested"
     rng = np.random.default_rng(11)
@@ -427,7 +428,7 @@ def test_window_sums_compiled_equals_the_numpy_reference():
     Gx, Gy = rng.normal(0, 2e-3, (h, w)), rng.normal(0, 2e-3, (h, w))
     gate = np.full((h, w), 0.05)
     own = np.isfinite(zc)
-    offs = np.array(_window_offsets(4), dtype=np.int64)
+    offs = np.array(window_offsets(4), dtype=np.int64)
     wo = np.exp(-0.5 * (offs**2).sum(1) / 4.0)
     S = _window_sums(mom, zc, A, Gx, Gy, gate, own, offs, wo, True)
     S_ref = _window_sums_numpy(mom, zc, A, Gx, Gy, gate, own, offs, wo, True)
@@ -436,18 +437,19 @@ def test_window_sums_compiled_equals_the_numpy_reference():
 
 
 def test_plane_fit_compiled_equals_the_numpy_fallback(monkeypatch):
-    import zedd_capture.pointcloud.project as project
+    import zedd_capture.pointcloud.local_planes as local_planes
+    from zedd_capture.pointcloud.project import project_points
 
-    assert project._nb is not None, "numba is a dependency (pyproject.toml): the fused kernels must be tested"
+    assert local_planes._nb is not None, "numba is a dependency (pyproject.toml): the fused kernels must be tested"
     rng = np.random.default_rng(14)
     pts = _ray_cloud(_tilted_plane(20, 3.0), 5 * W * H, 0.01, rng)
-    lin, z, du, dv = project.project_points(pts, K, W, H, subpixel=True)
+    lin, z, du, dv = project_points(pts, K, W, H, subpixel=True)
     weights = rng.uniform(0.1, 1.0, len(z)).astype(np.float32)
     init = np.full(W * H, 3.0, np.float32)
     kw = dict(weight_sigma_px=2.0, adaptive_noise=True, return_planes=True, return_sigma=True, weights=weights)
-    compiled = project.fit_local_planes(lin, z, du, dv, init, W, H, 4, 0.01, **kw)
-    monkeypatch.setattr(project, "_nb", None)
-    fallback = project.fit_local_planes(lin, z, du, dv, init, W, H, 4, 0.01, **kw)
+    compiled = local_planes.fit_local_planes(lin, z, du, dv, init, W, H, 4, 0.01, **kw)
+    monkeypatch.setattr(local_planes, "_nb", None)
+    fallback = local_planes.fit_local_planes(lin, z, du, dv, init, W, H, 4, 0.01, **kw)
     np.testing.assert_allclose(compiled[0], fallback[0], rtol=1e-6)
     for a, b in zip(compiled[1], fallback[1]):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
@@ -455,7 +457,8 @@ def test_plane_fit_compiled_equals_the_numpy_fallback(monkeypatch):
 
 
 def test_plane_fit_standard_error_matches_the_scatter_of_the_fitted_depth():
-    from zedd_capture.pointcloud.project import fit_local_planes, project_points
+    from zedd_capture.pointcloud.local_planes import fit_local_planes
+    from zedd_capture.pointcloud.project import project_points
 
     # a fronto-parallel wall at 3 m, 1 cm range noise, ~6 points per pixel
     pts = _ray_cloud(lambda x, y: np.full_like(x, 3.0), 6 * W * H, 0.01, np.random.default_rng(12))
@@ -514,7 +517,8 @@ def test_multiscale_plane_fit_keeps_a_crease_sharp_and_averages_the_flats():
 def test_curvature_correction_removes_most_of_the_plane_fits_bias_on_a_pole():
     # a 20 cm pole 0.5-0.6 m away (20 px wide at this test camera, as the tiny rig's 3 cm pole 0.47 m away is at
     # its 228 px): a plane fitted over a window of the convex front lies behind it at the window's centre
-    from zedd_capture.pointcloud.project import fit_local_planes, plane_hessian, project_points
+    from zedd_capture.pointcloud.local_planes import fit_local_planes, plane_hessian
+    from zedd_capture.pointcloud.project import project_points
 
     truth, inner = _pole_front_depth(K, W, H, 0.6, 0.1)
     pole = lambda xn, yn: _pole_depth(xn, 0.6, 0.1)  # noqa: E731

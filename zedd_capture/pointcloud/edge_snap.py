@@ -35,7 +35,8 @@ import cv2
 import numpy as np
 
 from .planes import pixel_planes
-from .project import _shift_fill, _window_offsets, depth_edge_band, project_points
+from .grid import shift_fill, window_offsets
+from .project import depth_edge_band, project_points
 
 _NO_DEPTH = -32768  # int16 code of an empty pixel for cv2.filterSpeckles
 
@@ -126,7 +127,7 @@ def snap_edge_points(points_cam: np.ndarray, sensor_positions_cam: np.ndarray, f
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             if dy or dx:
-                q = _shift_fill(depth, dy, dx, 0.0)
+                q = shift_fill(depth, dy, dx, 0.0)
                 similar += (q > 0) & (np.abs(q - depth) < front_same_rel * depth)
     front = ((shown > 0) & (np.abs(z - shown) <= front_gate_rel * shown + front_gate_m)
              & (similar.ravel()[lin] >= front_min_similar))
@@ -207,10 +208,10 @@ def partial_edge_points(points_cam: np.ndarray, weights: np.ndarray | None, dept
     edge = near_edge_pixels(D, jump_rel)
     total = np.zeros((H, W), np.float32)
     count = np.zeros((H, W), np.float32)
-    for dy, dx in _window_offsets(radius_px):
-        q = _shift_fill(D, dy, dx, 0.0)
-        same = (q > 0) & (np.abs(q - D) <= same_rel * D) & ~_shift_fill(edge, dy, dx, True)
-        total += np.where(same, _shift_fill(support, dy, dx, 0.0), 0)
+    for dy, dx in window_offsets(radius_px):
+        q = shift_fill(D, dy, dx, 0.0)
+        same = (q > 0) & (np.abs(q - D) <= same_rel * D) & ~shift_fill(edge, dy, dx, True)
+        total += np.where(same, shift_fill(support, dy, dx, 0.0), 0)
         count += same
     partial = edge & (count >= min_pixels) & (behind > 0) & (support < ratio * total / np.maximum(count, 1))
     out = np.zeros(len(points_cam), bool)
@@ -235,7 +236,7 @@ def farther_neighbours(depth: np.ndarray, jump_rel: float = 0.05):
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             if dy or dx:
-                q = _shift_fill(D, dy, dx, 0.0)
+                q = shift_fill(D, dy, dx, 0.0)
                 yield dy, dx, q, (D > 0) & (q > D * (1 + jump_rel))
 
 
@@ -257,8 +258,8 @@ def speckle_pixels(depth: np.ndarray, max_size_px: int = 8, diff_rel: float = 0.
     around = cv2.boxFilter(others, -1, (5, 5), normalize=False, borderType=cv2.BORDER_CONSTANT)
     count = cv2.boxFilter((others > 0).astype(np.float32), -1, (5, 5), normalize=False, borderType=cv2.BORDER_CONSTANT)
     speckle &= (count > 0) & (D < (1.0 - near_rel) * around / np.maximum(count, 1))
-    for dy, dx in _window_offsets(keep_radius_px):
-        q = _shift_fill(others, dy, dx, 0.0)
+    for dy, dx in window_offsets(keep_radius_px):
+        q = shift_fill(others, dy, dx, 0.0)
         speckle &= ~((q > 0) & (np.abs(q - D) <= 0.05 * D))
     return speckle
 

@@ -60,7 +60,7 @@ class BuildConfig:
     # 0.5 m from the camera holds < 1 point per pixel). Twin, kitchen01: radius 2 -> 6 (sigma 3): 89.0 ->
     # 92.6 % of pixels within 0.5 %, pixels nearer than 1 m 59 -> 15 % bad. Several radii: per pixel the
     # widest fit that agrees with the narrower ones within plane_ici_k standard errors
-    # (project.fit_planes_multiscale): creases and curved patches keep a narrow window. Twin, within 0.5 %
+    # (local_planes.fit_planes_multiscale): creases and curved patches keep a narrow window. Twin, within 0.5 %
     # (view power 4), radius 6 -> (2, 4, 8): kitchen01 94.2 -> 95.4 %, office03 87.5 -> 88.2 %, hallway02
     # 85.9 -> 87.3 %. Since the view cloud (~15-25 points per pixel) radius 1 pays too: (2, 4, 8) -> (1, 2, 4, 8),
     # within 0.5 % (AbsRel): kitchen01 98.32 -> 98.42 % (1.27 -> 1.25 %), kitchen02 97.69 -> 97.87 (1.85 -> 1.87),
@@ -70,12 +70,12 @@ class BuildConfig:
     plane_sigma_px: float | None | tuple[float | None, ...] = (None, None, 2.0, 4.0)
     plane_ici_k: float = 3.0
     # each radius's fit loses the bias of a plane on a curved surface before the comparison (the Hessian from the
-    # widest fit's slopes; project.fit_planes_multiscale). Twin, within 0.5 % / AbsRel: kitchen01 97.89 -> 97.99 % /
+    # widest fit's slopes; local_planes.fit_planes_multiscale). Twin, within 0.5 % / AbsRel: kitchen01 97.89 -> 97.99 % /
     # 1.19 -> 1.19 %, kitchen02 97.27 -> 97.37 / 1.58 -> 1.63, office03 97.24 -> 97.34 / 2.41 -> 2.50, hallway02
     # 96.65 -> 96.84 / 1.31 -> 1.34; tiny rig (test_end_to_end) 85.5 -> 86.8 % / 16.2 -> 15.9 %
     plane_curvature: bool = True
     # passes of the plane fit (the first two measure the noise on both sides of the plane, see
-    # project.fit_local_planes). Twin, within 0.5 %, 3 -> 5 passes (with the two symmetric ones):
+    # local_planes.fit_local_planes). Twin, within 0.5 %, 3 -> 5 passes (with the two symmetric ones):
     # kitchen01 94.2 -> 94.5 %, office03 92.8 -> 93.0 %, hallway02 91.1 -> 92.6 % (its corridor walls)
     plane_iterations: int = 5
     # spill removal (project.spill_mask): a front surface with less than spill_ratio x the point density of

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .project import _shift_fill
+from .grid import shift_fill
 
 
 def pixel_planes(depth: np.ndarray, K: np.ndarray, jump_rel: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -22,7 +22,7 @@ def pixel_planes(depth: np.ndarray, K: np.ndarray, jump_rel: float = 0.05) -> tu
     H, W = d.shape
     grads = []
     for dy, dx in ((0, 1), (1, 0)):  # along u, then v
-        fwd, bwd = _shift_fill(d, dy, dx, np.nan), _shift_fill(d, -dy, -dx, np.nan)
+        fwd, bwd = shift_fill(d, dy, dx, np.nan), shift_fill(d, -dy, -dx, np.nan)
         ok_f = np.abs(fwd - d) < jump_rel * d
         ok_b = np.abs(bwd - d) < jump_rel * d
         g = np.where(ok_f & ok_b, (fwd - bwd) / 2, np.where(ok_f, fwd - d, np.where(ok_b, d - bwd, 0.0)))
