@@ -41,7 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zedd_capture.geometry import scale_intrinsics  # noqa: E402
 from zedd_capture.layout import CalibrationLayout, SceneLayout  # noqa: E402
-from zedd_capture.pointcloud.pipeline import BuildConfig, project_depth, splat_radius  # noqa: E402
+from zedd_capture.pointcloud.config import BuildConfig  # noqa: E402
+from zedd_capture.pointcloud.depth_map import project_depth  # noqa: E402
+from zedd_capture.pointcloud.pipeline import splat_radius  # noqa: E402
 from zedd_capture.pointcloud.project import depth_edge_band  # noqa: E402
 from zedd_capture.pointcloud.reproject import load_projection_inputs  # noqa: E402
 from zedd_capture.rig import load_rig  # noqa: E402

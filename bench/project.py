@@ -4,7 +4,7 @@
 
 Reports the paper's plain splat (nearest per pixel + disc erosion), the default front-surface
 averaged z-buffer, the earlier edge-preserving smoothing, build-depth's z-buffer settings (local plane fit,
-per-pixel noise) at the full 1824 x 1216, build-depth's whole projection (pipeline.project_depth: at the
+per-pixel noise) at the full 1824 x 1216, build-depth's whole projection (depth_map.project_depth: at the
 456 x 304 working size, edge snapping and a second pass, the partly covered edge pixels and near speckles and a third pass,
 read at 1824 x 1216), and checks the plain splat
 against a brute-force disc splat on a 1% subset.
@@ -22,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zedd_capture.pointcloud.pipeline import BuildConfig, project_depth  # noqa: E402
+from zedd_capture.pointcloud.config import BuildConfig  # noqa: E402
+from zedd_capture.pointcloud.depth_map import project_depth  # noqa: E402
 from zedd_capture.pointcloud.project import zbuffer, zbuffer_bruteforce  # noqa: E402
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     out = {"points": a.points, "size": [W, H], "radius_px": r}
     variants = (("paper_splat", dict(mode="splat", band_m=None)), ("default_fill_band", dict()),
                 ("smooth_r1", dict(occlusion_radius_px=8, smooth_radius_px=1)),
-                # pipeline.BuildConfig defaults: local plane fit with per-pixel noise, spill removal, plane-read fill
+                # config.BuildConfig defaults: local plane fit with per-pixel noise, spill removal, plane-read fill
                 ("build_depth_settings_native", dict(config=BuildConfig().zbuffer_config())))
     for name, kw in variants:
         zbuffer(pts[:100_000], K, W, H, r, **kw)

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from zedd_capture.cli import app
-from zedd_capture.pointcloud.pipeline import BuildConfig, BuildDepthError, with_settings
+from zedd_capture.pointcloud.config import BuildConfig, BuildDepthError, with_settings
 
 
 def test_settings_replace_fields_with_typed_values():

@@ -8,7 +8,7 @@ import pytest
 
 from zedd_capture.pointcloud.edge_snap import (near_speckle_points, partial_edge_points, slide_along_rays, snap_edge_points,
                                               speckle_pixels)
-from zedd_capture.pointcloud.pipeline import BuildConfig
+from zedd_capture.pointcloud.config import BuildConfig
 from zedd_capture.pointcloud.project import depth_edge_band, zbuffer
 
 K = np.array([[240.0, 0, 39.5], [0, 240.0, 29.5], [0, 0, 1]])  # 1 px = 6 mm at 1.5 m

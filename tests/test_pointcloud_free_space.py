@@ -133,7 +133,8 @@ def test_frames_without_pixels_are_refused():
 
 
 def test_projection_with_rays_needs_the_camera_pose(rays):
-    from zedd_capture.pointcloud.pipeline import BuildConfig, project_depth
+    from zedd_capture.pointcloud.config import BuildConfig
+    from zedd_capture.pointcloud.depth_map import project_depth
 
     pts = np.array([[0.0, 0.0, 2.0]], np.float32)
     with pytest.raises(ValueError, match="T_world_camera"):

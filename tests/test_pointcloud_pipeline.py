@@ -23,7 +23,8 @@ from zedd_capture.cli import app
 from zedd_capture.geometry import read_tum
 from zedd_capture.layout import CalibrationLayout, SceneLayout, default_mode, format_image_name
 from zedd_capture.pointcloud.export import ExportError, export_zedd
-from zedd_capture.pointcloud.pipeline import BuildDepthError, build_depth, read_ply
+from zedd_capture.pointcloud.config import BuildDepthError
+from zedd_capture.pointcloud.pipeline import build_depth, read_ply
 from zedd_capture.rig import load_rig
 from zedd_capture.validate import validate_zedd_root
 from zedd_capture.version import tool_version
@@ -102,7 +103,7 @@ def test_build_depth_matches_twin_truth(built):
 
 
 def test_mask_edge_band_zeroes_the_bands_at_depth_edges(built, tmp_path):
-    from zedd_capture.pointcloud.pipeline import BuildConfig
+    from zedd_capture.pointcloud.config import BuildConfig
     from zedd_capture.pointcloud.project import depth_edge_band
 
     root, rig, _, s, _ = built
@@ -120,7 +121,7 @@ def test_mask_edge_band_zeroes_the_bands_at_depth_edges(built, tmp_path):
 
 
 def test_edge_snap_gains_on_the_twin_and_leaves_no_new_holes(built):
-    from zedd_capture.pointcloud.pipeline import BuildConfig
+    from zedd_capture.pointcloud.config import BuildConfig
     from zedd_capture.report.accuracy import depth_accuracy
 
     root, rig, truth, s, _ = built
@@ -136,7 +137,7 @@ def test_edge_snap_gains_on_the_twin_and_leaves_no_new_holes(built):
 
 def test_free_space_carving_gains_on_the_twin(built):
     # the sweep's rays through the near side of depth edges: the pixels they carve read the truth more often
-    from zedd_capture.pointcloud.pipeline import BuildConfig
+    from zedd_capture.pointcloud.config import BuildConfig
 
     root, rig, truth, s, _ = built
     plain = build_depth(rig, root, SCENE, config=BuildConfig(free_space_min_rays=0, write_cloud=False))
@@ -157,7 +158,7 @@ def test_projection_at_the_working_size_beats_projecting_at_twice_the_size(built
     # a depth map of 912 x 608 (2x the sim rig's): the projection runs at 456 x 304 and reads its planes at the
     # fine pixels; projecting directly at 912 x 608 leaves a quarter of the points per pixel for the fits
     from zedd_capture.geometry import scale_intrinsics
-    from zedd_capture.pointcloud.pipeline import BuildConfig
+    from zedd_capture.pointcloud.config import BuildConfig
     from zedd_capture.report.accuracy import depth_accuracy
     from zedd_capture.sim.scene import build_scene
     from zedd_capture.sim.truth import render_depth
@@ -181,7 +182,7 @@ def test_projection_at_the_working_size_beats_projecting_at_twice_the_size(built
 def test_the_view_cloud_holds_every_frame_when_the_world_cloud_holds_every_second(built):
     # view_cloud.ply: every sweep frame's points in the camera's view (+10 % margin), what the projection uses
     from zedd_capture.pointcloud.aggregate import AggregateConfig
-    from zedd_capture.pointcloud.pipeline import BuildConfig
+    from zedd_capture.pointcloud.config import BuildConfig
     from zedd_capture.pointcloud.project import project_points
     from zedd_capture.report.accuracy import depth_accuracy
 
@@ -315,7 +316,7 @@ def _copy_build(root: Path, rig, dest: Path) -> Path:
 
 
 def test_reproject_rebuilds_the_projection_from_the_work_files(built, tmp_path):
-    from zedd_capture.pointcloud.pipeline import BuildConfig
+    from zedd_capture.pointcloud.config import BuildConfig
     from zedd_capture.pointcloud.project import depth_edge_band
     from zedd_capture.pointcloud.reproject import reproject
 
@@ -386,7 +387,8 @@ def test_reproject_applies_cleanup_regions_added_after_the_build(built, tmp_path
 
 
 def test_reproject_refuses_other_upstream_settings_and_names_missing_files(built, tmp_path):
-    from zedd_capture.pointcloud.pipeline import AggregateConfig, BuildConfig
+    from zedd_capture.pointcloud.aggregate import AggregateConfig
+    from zedd_capture.pointcloud.config import BuildConfig
     from zedd_capture.pointcloud.reproject import reproject
 
     root, rig, _, _, _ = built

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from zedd_capture.geometry import scale_intrinsics
-from zedd_capture.pointcloud.pipeline import working_factor
+from zedd_capture.pointcloud.depth_map import working_factor
 from zedd_capture.pointcloud.planes import pixel_planes, upsample_depth
 
 K = np.array([[60.0, 0, 39.5], [0, 60.0, 29.5], [0, 0, 1]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zedd_capture.pointcloud.pipeline import BuildConfig
+from zedd_capture.pointcloud.config import BuildConfig
 from zedd_capture.pointcloud.project import ZbufferConfig, zbuffer, zbuffer_bruteforce
 
 K = np.array([[60.0, 0, 39.5], [0, 60.0, 29.5], [0, 0, 1]])

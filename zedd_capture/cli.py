@@ -249,13 +249,13 @@ def build_depth(
     mode: str = typer.Option("fast", "--mode", help="fast (frame-to-local-map ICP) or paper (the paper's literal loop)."),
     split: str = typer.Option("val", "--split", help="Split folder of the exported ZEDD sample."),
     mask_edges: bool = typer.Option(False, "--mask-edges", help="Mark the bands at depth edges invalid (0) in the exported depth map: 1 px on each side, or --set edge_band_width_px=N."),
-    settings: list[str] = typer.Option([], "--set", help="Change one build setting, name=value (a field of pointcloud.pipeline.BuildConfig; aggregate.<name> / register.<name> for the nested ones); repeatable. build_depth.json records them all."),
+    settings: list[str] = typer.Option([], "--set", help="Change one build setting, name=value (a field of pointcloud.config.BuildConfig; aggregate.<name> / register.<name> for the nested ones); repeatable. build_depth.json records them all."),
     reproject: bool = typer.Option(False, "--reproject", help="Run only the projection again, from the last build's work/ files (new projection settings or cleanup regions; seconds instead of minutes). Settings of the earlier stages must be the build's; the build's calibration is kept (a warning says when calibration/ changed since), and points that a cleanup region removed at the build do not come back when the region shrinks: build again for those."),
 ) -> None:
     """Lidar sweep -> world cloud -> registered, cleaned, projected depth map; export the ZEDD sample."""
     from .layout import SceneLayout
     from .pointcloud.export import export_inputs, export_zedd
-    from .pointcloud.pipeline import BuildConfig, with_settings
+    from .pointcloud.config import BuildConfig, with_settings
     from .pointcloud.pipeline import build_depth as run
 
     r = _rig(rig)

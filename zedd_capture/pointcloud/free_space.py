@@ -16,7 +16,7 @@ than ``margin_m`` beyond the crossing. The rays near a world point are found per
 geometry: the beam rows by altitude, then the column by azimuth from the beam's origin, refined with the
 pose of that column. Only rays within ``eps_out_px`` of the centre toward the far side count (a ray just outside
 the silhouette proves nothing about a centre inside it). :func:`far_side_depth` gives the depth a carved pixel
-takes: the mean of its farther 8-neighbours (``pipeline.project_depth``).
+takes: the mean of its farther 8-neighbours (``depth_map.project_depth``).
 
 Near a thin curved object's rim the map reads the surface a little too near (its plane fit extrapolates the
 front), and the space just in front of the real rim is free: the test cannot tell that from a spread edge, so

@@ -22,9 +22,10 @@ from .aggregate import AggregateConfig
 from .cleanup import cleanup_mask, load_regions
 from .free_space import SweepRays
 from .io import read_lidar
-from .pipeline import (BuildConfig, BuildDepthError, BuildSummary, StageProgress, _json_default, checked,
-                       free_space_rays, frames_with_returns, lidar_expectations, load_camera_calibration, project_depth,
-                       read_ply, sensor_origins, splat_radius, to_camera)
+from .config import BuildConfig, BuildDepthError, checked
+from .depth_map import project_depth
+from .pipeline import (BuildSummary, StageProgress, _json_default, free_space_rays, frames_with_returns,
+                       lidar_expectations, load_camera_calibration, read_ply, sensor_origins, splat_radius, to_camera)
 
 # BuildConfig fields that act before the projection: a reprojection keeps the build's
 UPSTREAM = ("aggregate", "register", "max_frames", "edge_jump_m", "view_cloud", "view_margin_frac", "include_static")
@@ -32,7 +33,7 @@ UPSTREAM = ("aggregate", "register", "max_frames", "edge_jump_m", "view_cloud", 
 
 @dataclass
 class ProjectionInputs:
-    """The arguments build-depth's projection stage gave :func:`pipeline.project_depth`."""
+    """The arguments build-depth's projection stage gave :func:`depth_map.project_depth`."""
 
     points_cam: np.ndarray  # (N, 3) float32 m: the projected cloud (after cleanup) in the camera frame
     sensor_positions_cam: np.ndarray  # (F + 1, 3) float32 m: each sweep frame's lidar position, then the static's
