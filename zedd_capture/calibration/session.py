@@ -590,6 +590,16 @@ def _run_distances(rig: Rig, lay: CalibrationLayout) -> dict[int, float] | None:
     return {r.run: float(lut.distance_m(r.hexcode, extrapolate=True)) for r in rig.capture.runs if r.hexcode is not None}
 
 
+def _all_in_focus_images(rig: Rig, folder: Path, naming: str = "") -> dict[int, np.ndarray]:
+    """run -> grey image of the rig's all-in-focus f-number in ``folder``; BreathingError naming the folder when there
+    are none (``naming``: how they should be named), or an unreadable image."""
+    f_number = rig.capture.all_in_focus_f_number
+    paths = find_all_in_focus_images(folder, f_number)
+    if not paths:
+        raise BreathingError(f"{folder}: no F{f_number:.1f} images{naming}")
+    return read_gray_images(paths)
+
+
 def calibrate_breathing(rig: Rig, root: Path, scene: str | None = None, progress: Progress = None, *,
                         images_dir: Path | None = None, target_distance_m: float | None = None) -> CalibrationReport:
     """Per-run warps run image -> canonical image from F/16 images.
@@ -605,10 +615,7 @@ def calibrate_breathing(rig: Rig, root: Path, scene: str | None = None, progress
         if not sl.raw_focus_stack_dir.is_dir():
             raise BreathingError(f"{sl.raw_focus_stack_dir}: scene {scene!r} has no raw focus stack "
                                  f"(run `zedd capture --scene {scene}` first)")
-        paths = find_all_in_focus_images(sl.raw_focus_stack_dir, rig.capture.all_in_focus_f_number)
-        if not paths:
-            raise BreathingError(f"{sl.raw_focus_stack_dir}: no F{rig.capture.all_in_focus_f_number:.1f} images")
-        images = read_gray_images(paths)
+        images = _all_in_focus_images(rig, sl.raw_focus_stack_dir)
         out_path = sl.breathing_path
     elif rig.backend == "sim":
         tw = _twin(rig, textured_wall_m=target_distance_m or rig.capture.canonical_focus_distance_m)
@@ -620,10 +627,7 @@ def calibrate_breathing(rig: Rig, root: Path, scene: str | None = None, progress
         out_path = lay.breathing_path
     else:
         folder = Path(images_dir or lay.dir / "captures" / "breathing")
-        paths = find_all_in_focus_images(folder, rig.capture.all_in_focus_f_number)
-        if not paths:
-            raise BreathingError(f"{folder}: no F{rig.capture.all_in_focus_f_number:.1f} images named img_run_K_motor_HEX_aperture_F16.0.jpg")
-        images = read_gray_images(paths)
+        images = _all_in_focus_images(rig, folder, " named img_run_K_motor_HEX_aperture_F16.0.jpg")
         out_path = lay.breathing_path
     h, w = next(iter(images.values())).shape[:2]
     prior = _prior_warps(rig, lay, (w, h))

@@ -157,8 +157,9 @@ class ZbufferConfig:
     pixel; ``plane_*``: its passes, gates and weights): unbiased on tilted and curved surfaces and free of points
     behind the visible surface. A tuple of radii (and of ``plane_sigma_px``) fits at each and keeps, per pixel, the
     widest fit that agrees with all narrower ones (:func:`.local_planes.fit_planes_multiscale`, ``plane_ici_k``),
-    each corrected for the surface's curvature (``plane_curvature``). Else ``smooth_radius_px`` > 0: the mean of the front-surface points of the pixels
-    within that radius whose depth is within ``smooth_tol_m + smooth_tol_rel * depth`` of its own.
+    each corrected for the surface's curvature (``plane_curvature``). Else ``smooth_radius_px`` > 0: the mean of the
+    front-surface points of the pixels within that radius whose depth is within ``smooth_tol_m + smooth_tol_rel *
+    depth`` of its own.
 
     ``occlusion_radius_px`` > 0: screen-space visibility: a pixel surrounded in all 8 directions (within that
     radius) by pixels nearer by ``occlusion_rel`` is a background point seen through a gap of a sparse

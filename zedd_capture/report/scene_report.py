@@ -173,7 +173,9 @@ def collect_numbers(rig: Rig, root: Path, scene: str, eval_dir: Path | None = No
     if given and not eval_dir.is_dir():
         raise LayoutError(f"{eval_dir}: no such folder (--eval-dir: eval-model's --out folders, or the folder above them)")
     # eval-model --out <eval_dir>/<model>, or --eval-dir naming one such --out folder itself
-    results = sorted(eval_dir.glob("*/metrics.json")) + [f for f in [eval_dir / "metrics.json"] if f.is_file()]
+    results = sorted(eval_dir.glob("*/metrics.json"))
+    if (eval_dir / "metrics.json").is_file():
+        results.append(eval_dir / "metrics.json")
     scores = {}
     for f in results:
         result = read_json_file(f, "model metrics")
